@@ -1,0 +1,64 @@
+"""Command line: `qwen2-audio-server serve|tiny-model` (also `python -m server`)."""
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="qwen2-audio-server", description="OpenAI-compatible server for Qwen2-Audio.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="start the HTTP server (see `serve --help`)", add_help=False)
+    tiny = commands.add_parser("tiny-model", help="write a random-weight Qwen2-Audio of the real architecture")
+    tiny.add_argument("out_dir", help="folder to write (a hub-like snapshot that `serve --model` loads)")
+    tiny.add_argument("--seed", type=int, default=0, help="weights seed")
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "tiny-model":
+        return tiny_model(args.out_dir, args.seed)
+    return 2
+
+
+def serve(argv: list[str]) -> int:
+    import uvicorn
+
+    from server.app import build_runner, create_app
+    from server.config import Settings
+    from server.engine.model_runner import ModelLoadError
+
+    try:
+        settings = CliApp.run(Settings, cli_args=argv)
+    except ValidationError as exc:
+        print(f"qwen2-audio-server serve: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    try:
+        runner = build_runner(settings)  # before binding the port, so a bad --model fails at once and clearly
+    except ModelLoadError as exc:
+        logging.getLogger("server").error("%s", exc)
+        return 1
+    uvicorn.run(create_app(settings, runner), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=30)
+    return 0
+
+
+def tiny_model(out_dir: str, seed: int) -> int:
+    _configure_logging("info")
+    from server.tiny_model import write_tiny_model
+
+    path = write_tiny_model(out_dir, seed=seed)
+    print(f"wrote a random-weight Qwen2-Audio to {path}; serve it with: qwen2-audio-server serve --model {path}")
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The OpenAI schema, in one place, in OpenAI's field names and order (plus vLLM's de-facto extras)."""
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.engine.request import SamplingParams
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send fields newer than this server; ignore, like OpenAI does
+
+
+# ---- chat completions ----------------------------------------------------------------------------------
+class InputAudio(BaseModel):
+    data: str
+    format: str | None = None
+
+
+class AudioURL(BaseModel):
+    url: str
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class InputAudioPart(BaseModel):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class AudioURLPart(BaseModel):
+    type: Literal["audio_url"]
+    audio_url: AudioURL
+
+
+ContentPart = Annotated[TextPart | InputAudioPart | AudioURLPart, Field(discriminator="type")]
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str
+    audio: dict | None = None
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool = False
+    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    modalities: list[str] | None = None
+    n: int = Field(1, ge=1)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    response_format: dict | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    tool_choice: str | dict | None = None
+    tools: list[dict] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    user: str | None = None
+    # vLLM-style extensions
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    min_tokens: int = Field(0, ge=0)
+    ignore_eos: bool = False
+
+    @model_validator(mode="after")
+    def _supported(self) -> "ChatCompletionRequest":
+        if self.n != 1:
+            raise ValueError("n: only n=1 is supported")
+        if self.modalities and set(self.modalities) - {"text"} or self.audio is not None:
+            raise ValueError("modalities: this model produces text only; audio output is not supported")
+        if self.tools or self.tool_choice not in (None, "none"):
+            raise ValueError("tools: tool calling is not supported by this model")
+        if self.response_format and self.response_format.get("type") != "text":
+            raise ValueError("response_format: only {'type': 'text'} is supported")
+        if self.logit_bias:
+            raise ValueError("logit_bias: not supported")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs: requires logprobs=true")
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        if len(stops) > 4:
+            raise ValueError("stop: at most 4 stop sequences")
+        return self
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=max(0, self.top_k or 0),
+            min_p=self.min_p or 0.0,
+            seed=self.seed,
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
+            min_tokens=min(self.min_tokens, max_tokens),
+            ignore_eos=self.ignore_eos,
+            repetition_penalty=self.repetition_penalty or 1.0,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+        )
+
+
+class PromptTokensDetails(BaseModel):
+    audio_tokens: int
+    cached_tokens: int = 0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobOut]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: str
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+class ChatCompletion(BaseModel):
+    id: str = Field(default_factory=_completion_id)
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+# ---- transcriptions and translations ---------------------------------------------------------------------
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
+class TranscriptionRequest(_Request):
+    """Fields of the multipart form (the `file` part travels beside it)."""
+
+    model: str
+    language: str | None = None
+    prompt: str | None = None
+    response_format: ResponseFormat = "json"
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
+    stream: bool = False
+    include: list[Literal["logprobs"]] = Field(default_factory=list)
+    chunking_strategy: str | dict | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    # extension: translate into this language instead of English (translations only)
+    target_language: str | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> "TranscriptionRequest":
+        if "word" in self.timestamp_granularities:
+            raise ValueError("timestamp_granularities: word timestamps are not available for this model; use segment")
+        if self.timestamp_granularities and self.response_format != "verbose_json":
+            raise ValueError("timestamp_granularities: requires response_format=verbose_json")
+        if self.include and self.response_format != "json":
+            raise ValueError("include: logprobs requires response_format=json")
+        if self.stream and self.response_format not in ("json", "text"):
+            raise ValueError("stream: streaming returns text events; use response_format json or text")
+        return self
+
+
+class InputTokenDetails(BaseModel):
+    audio_tokens: int
+    text_tokens: int
+
+
+class TranscriptionUsage(BaseModel):
+    type: Literal["tokens"] = "tokens"
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_token_details: InputTokenDetails
+
+
+class TranscriptionLogprob(BaseModel):
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+class Transcription(BaseModel):
+    text: str
+    usage: TranscriptionUsage
+    logprobs: list[TranscriptionLogprob] | None = None
+
+
+class Segment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class VerboseTranscription(BaseModel):
+    task: Literal["transcribe", "translate"]
+    language: str
+    duration: float
+    text: str
+    segments: list[Segment]
+    usage: TranscriptionUsage
+
+
+# ---- models ---------------------------------------------------------------------------------------------
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str
+    random_weights: bool = False
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,131 @@
+"""HTTP routes, kept thin: parse, call the serving layer, map the result to a response."""
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from server.api.errors import APIError, bad_request, describe_validation_error, error_body
+from server.api.protocol import ChatCompletionRequest, ModelCard, ModelList, TranscriptionRequest
+from server.api.serving_transcription import Task
+
+_TEXT_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
+
+
+def verify_api_key(request: Request) -> None:
+    keys = request.app.state.settings.api_key
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or token.strip() not in keys:
+        raise APIError(401, "invalid or missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
+
+
+def check_model(request: Request, model: str) -> None:
+    if model not in request.app.state.settings.accepted_model_ids:
+        raise APIError(404, f"the model {model!r} does not exist; GET /v1/models lists what this server serves",
+                       param="model", code="model_not_found")
+
+
+async def transcription_form(request: Request) -> tuple[TranscriptionRequest, bytes]:
+    """The multipart form as the OpenAI SDK sends it (`timestamp_granularities[]`, `stream=true`, ...)."""
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise bad_request("file: an audio file part is required", param="file")
+    fields: dict = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            name = key.removesuffix("[]")
+            if name in ("timestamp_granularities", "include"):
+                fields.setdefault(name, []).append(value)
+            elif name.startswith("chunking_strategy["):
+                fields.setdefault("chunking_strategy", {})[name[len("chunking_strategy["):-1]] = value
+            else:
+                fields[name] = value
+    try:
+        parsed = TranscriptionRequest.model_validate(fields)
+    except ValidationError as exc:
+        message, param = describe_validation_error(exc.errors())
+        raise bad_request(message, param=param) from exc
+    check_model(request, parsed.model)
+    return parsed, await upload.read()
+
+
+TranscriptionForm = Annotated[tuple[TranscriptionRequest, bytes], Depends(transcription_form)]
+_FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "model"],
+    "properties": {"file": {"type": "string", "format": "binary"}, **TranscriptionRequest.model_json_schema()["properties"]},
+}}}}}
+
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(verify_api_key)])
+public = APIRouter()
+
+
+@v1.post("/audio/transcriptions", openapi_extra=_FORM_DOC)
+async def transcriptions(request: Request, form: TranscriptionForm) -> Response:
+    return await _transcribe(request, form, "transcribe")
+
+
+@v1.post("/audio/translations", openapi_extra=_FORM_DOC)
+async def translations(request: Request, form: TranscriptionForm) -> Response:
+    return await _transcribe(request, form, "translate")
+
+
+async def _transcribe(request: Request, form: tuple[TranscriptionRequest, bytes], task: Task) -> Response:
+    parsed, audio = form
+    result = await request.app.state.transcription.create(parsed, audio, task)
+    if isinstance(result, AsyncIterator):
+        return StreamingResponse(result, media_type="text/event-stream")
+    if isinstance(result, str):
+        return PlainTextResponse(result, media_type=_TEXT_TYPES[parsed.response_format])
+    return JSONResponse(result)
+
+
+@v1.post("/chat/completions")
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+    check_model(request, body.model)
+    result = await request.app.state.chat.create(body)
+    if isinstance(result, AsyncIterator):
+        return StreamingResponse(result, media_type="text/event-stream")
+    return JSONResponse(result.model_dump())
+
+
+@v1.get("/models")
+async def models(request: Request) -> ModelList:
+    state = request.app.state
+    card = dict(created=state.started, owned_by="random-weights" if state.engine.runner.random_weights else "qwen",
+                root=state.settings.model_path, random_weights=state.engine.runner.random_weights)
+    ids = [state.settings.model_id, *[a for a in state.settings.model_alias if a != state.settings.model_id]]
+    return ModelList(data=[ModelCard(id=model_id, **card) for model_id in ids])
+
+
+@public.get("/health")
+async def health() -> dict:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@public.get("/ready")
+async def ready(request: Request) -> Response:
+    """Readiness: the model is loaded, warmed up and its engine loop runs."""
+    if request.app.state.engine.ready:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse(error_body(503, "the model is not ready"), status_code=503)
+
+
+@public.get("/metrics")
+async def metrics(request: Request) -> Response:
+    engine = request.app.state.engine
+    engine.metrics.queue_depth.set(engine.queue_depth)
+    return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def record_request(metrics, endpoint: str, status: int, started: float) -> None:
+    metrics.requests.labels(endpoint, str(status)).inc()
+    metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)

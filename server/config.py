@@ -1,0 +1,74 @@
+"""Every knob of the server, in one pydantic-settings class: a CLI flag and a QWEN2_AUDIO_* variable each."""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
+RANDOM_MODEL_DIR = Path.home() / ".cache" / "qwen2-audio-server" / "tiny-random"
+
+
+class Settings(BaseSettings):
+    """Settings for `qwen2-audio-server serve`. Flags win over environment variables, which win over defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="QWEN2_AUDIO_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        use_attribute_docstrings=True,
+        cli_prog_name="qwen2-audio-server serve",
+        extra="ignore",
+    )
+
+    model: str = DEFAULT_MODEL
+    """Hugging Face hub id or local folder of a Qwen2-Audio checkpoint."""
+    random_weights: bool = False
+    """Serve a small random-weight model of the real architecture instead of --model (no download; for trying the API and tests)."""
+    served_model_name: str | None = None
+    """Model id that clients send and /v1/models lists (default: the --model value)."""
+    model_alias: Annotated[list[str], NoDecode] = ["whisper-1"]
+    """Other model ids accepted as this model, e.g. for clients hard-wired to OpenAI names (repeat the flag, or comma-separate in the variable)."""
+    host: str = "127.0.0.1"
+    """Address to bind; 0.0.0.0 to serve the LAN."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port."""
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """Where the model runs; auto picks CUDA when available."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weight dtype; auto is bfloat16 on CUDA and float32 on CPU."""
+    api_key: Annotated[list[str], NoDecode] = []
+    """API keys clients must send as `Authorization: Bearer KEY` (repeat the flag, or comma-separate in the variable). None: open."""
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    """Most requests decoded together in one batch."""
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000)
+    """How long the engine waits for more requests to fill a batch once one has arrived."""
+    default_max_tokens: int = Field(1024, ge=1)
+    """Output-token limit of a request that sets none."""
+    max_upload_mb: float = Field(100.0, gt=0)
+    """Largest accepted request body, in MiB (413 above it)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity."""
+
+    @field_validator("api_key", "model_alias", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def model_path(self) -> str:
+        """What from_pretrained loads: the random model's folder, or --model."""
+        return str(RANDOM_MODEL_DIR) if self.random_weights else self.model
+
+    @property
+    def model_id(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        return "qwen2-audio-random" if self.random_weights else self.model
+
+    @property
+    def accepted_model_ids(self) -> set[str]:
+        return {self.model_id, self.model_path, *self.model_alias}

@@ -1,0 +1,69 @@
+"""What goes into the engine and what comes out of it: plain data, no torch."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """Per-request decoding settings; the batch mixes requests with different ones."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None  # None: no logprobs; k >= 0: the sampled token's plus the k most likely
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass(slots=True)
+class Prompt:
+    """A tokenized request: text ids with audio placeholders expanded, plus the audio features.
+
+    `features` is the model runner's own (tensors); everything above the runner only counts tokens.
+    """
+
+    token_ids: list[int]
+    audio_tokens: int
+    audio_seconds: float
+    features: Any = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    """One event on a request's stream: new text (possibly empty) and, on the last event, why it ended."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # "stop" | "length" on the last event
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+class EngineError(RuntimeError):
+    """The engine could not run this request (a failing batch, or the engine stopping)."""

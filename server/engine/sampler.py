@@ -1,0 +1,102 @@
+"""Per-row sampling over a batch whose requests each bring their own settings. Part of the model runner."""
+
+from dataclasses import dataclass
+
+import torch
+
+from server.engine.request import SamplingParams, TokenLogprob
+
+
+@dataclass
+class BatchSampler:
+    """Sampling state of one batch: settings as tensors, seeded generators, and token counts for penalties."""
+
+    params: list[SamplingParams]
+    generators: list[torch.Generator | None]
+    counts: torch.Tensor | None  # [B, V] tokens generated so far, only when a row uses a penalty
+    eos_ids: torch.Tensor  # [E]
+    steps: int = 0
+
+    @classmethod
+    def create(cls, params: list[SamplingParams], vocab_size: int, eos_ids: list[int], device: torch.device):
+        generators = [_generator(p.seed, device) for p in params]
+        needs_counts = any(_has_penalty(p) for p in params)
+        counts = torch.zeros(len(params), vocab_size, device=device) if needs_counts else None
+        return cls(params, generators, counts, torch.tensor(eos_ids, device=device))
+
+    def select(self, keep: list[int]) -> None:
+        self.params = [self.params[i] for i in keep]
+        self.generators = [self.generators[i] for i in keep]
+        if self.counts is not None:
+            self.counts = self.counts[keep]
+
+    def sample(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
+        """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
+        logits = self._apply_penalties(logits)
+        logits = self._block_early_eos(logits)
+        tokens = [self._sample_row(logits[i], p, g) for i, (p, g) in enumerate(zip(self.params, self.generators))]
+        token_ids = torch.tensor(tokens, device=logits.device)
+        if self.counts is not None:
+            self.counts[torch.arange(len(tokens)), token_ids] += 1
+        self.steps += 1
+        return tokens, self._logprobs(logits, token_ids)
+
+    def _apply_penalties(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.counts is None:
+            return logits
+        seen = self.counts > 0
+        rep = torch.tensor([p.repetition_penalty for p in self.params], device=logits.device)[:, None]
+        penalized = torch.where(logits > 0, logits / rep, logits * rep)
+        logits = torch.where(seen, penalized, logits)
+        freq = torch.tensor([p.frequency_penalty for p in self.params], device=logits.device)[:, None]
+        pres = torch.tensor([p.presence_penalty for p in self.params], device=logits.device)[:, None]
+        return logits - freq * self.counts - pres * seen
+
+    def _block_early_eos(self, logits: torch.Tensor) -> torch.Tensor:
+        rows = [i for i, p in enumerate(self.params) if self.steps < p.min_tokens]
+        if rows:
+            logits = logits.clone()
+            logits[torch.tensor(rows)[:, None], self.eos_ids[None, :]] = float("-inf")
+        return logits
+
+    @staticmethod
+    def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> int:
+        if p.greedy:
+            return int(torch.argmax(logits))
+        logits = logits / p.temperature
+        if p.top_k > 0:
+            kth = torch.topk(logits, min(p.top_k, logits.shape[-1])).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if p.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            outside = torch.cumsum(sorted_probs, -1) - sorted_probs > p.top_p  # keep the token that crosses top_p
+            probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
+        if p.min_p > 0.0:
+            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+    def _logprobs(self, logits: torch.Tensor, token_ids: torch.Tensor) -> list[TokenLogprob | None]:
+        wanted = [i for i, p in enumerate(self.params) if p.logprobs is not None]
+        out: list[TokenLogprob | None] = [None] * len(self.params)
+        if not wanted:
+            return out
+        logprobs = torch.log_softmax(logits[wanted], dim=-1)
+        for row, i in enumerate(wanted):
+            top = torch.topk(logprobs[row], self.params[i].logprobs) if self.params[i].logprobs else None
+            alternatives = list(zip(top.indices.tolist(), top.values.tolist())) if top is not None else []
+            token = int(token_ids[i])
+            out[i] = TokenLogprob(token, float(logprobs[row, token]), alternatives)
+        return out
+
+
+def _has_penalty(p: SamplingParams) -> bool:
+    return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator

@@ -1,0 +1,35 @@
+"""Every Prometheus metric the server exports, defined once. One registry per app, so tests can run many apps."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # the *_created series only add noise to dashboards
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "qwen2_audio_requests", "HTTP requests by endpoint and status code.", ["endpoint", "status"], registry=r
+        )
+        self.request_latency = Histogram(
+            "qwen2_audio_request_latency_seconds", "Time from request to the last byte of the response, by endpoint.",
+            ["endpoint"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "qwen2_audio_time_to_first_token_seconds", "Time from a request entering the engine to its first token.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge("qwen2_audio_queue_depth", "Requests waiting for a batch slot.", registry=r)
+        self.running = Gauge("qwen2_audio_running_requests", "Requests being decoded right now.", registry=r)
+        self.batch_size = Histogram(
+            "qwen2_audio_batch_size", "Requests per batch the engine starts.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.tokens_generated = Counter("qwen2_audio_generated_tokens", "Output tokens generated.", registry=r)
+        self.prompt_tokens = Counter("qwen2_audio_prompt_tokens", "Prompt tokens processed (audio included).", registry=r)
+        self.audio_seconds = Counter(
+            "qwen2_audio_audio_seconds", "Seconds of input audio received, by endpoint.", ["endpoint"], registry=r
+        )

@@ -1,0 +1,145 @@
+"""Write a random-weight Qwen2-Audio of the real architecture, shaped like a hub snapshot.
+
+The folder loads through the same `from_pretrained` calls as Qwen/Qwen2-Audio-7B-Instruct: the real
+`Qwen2AudioConfig` (small dimensions), a Qwen2 byte-level BPE tokenizer trained here with the real special
+tokens, the real Whisper feature extractor and the real chat template. Outputs are meaningless but
+deterministic, which is what tests and offline API trials need.
+"""
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import (
+    GenerationConfig,
+    Qwen2AudioConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
+    Qwen2Tokenizer,
+    WhisperFeatureExtractor,
+)
+
+logger = logging.getLogger(__name__)
+
+# Marker file: whoever loads the folder announces loudly that the weights are random.
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
+
+# The special tokens of the real tokenizer, in the real order (151643.. in the 7B vocabulary).
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+
+# Training text: English, Chinese and accented words, so the vocabulary holds multi-byte characters
+# and tokens that split them (streaming must never emit half a character).
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog while the audio model listens to every word.",
+    "Please transcribe this recording of a meeting about the quarterly budget and the new office.",
+    "Detect the language and recognize the speech. Translate the speech into English, German or French.",
+    "Recognize the emotion with keywords in English: happy, sad, angry, neutral, surprised, calm.",
+    "Generate the caption in English: a dog barks, rain falls, glass breaks, music plays softly.",
+    "语音识别和翻译是这个模型的主要功能。今天天气很好，我们去公园散步吧。",
+    "音乐、笑声、掌声和鸟叫声都可以被识别出来。请把这段话翻译成英文。",
+    "Café, naïve, über, señor, façade, smörgåsbord, Ærø, œuvre, déjà vu, Zürich, Kraków.",
+    "Numbers 0 1 2 3 4 5 6 7 8 9 10 100 2024, dates and times like 10:30 and 3.5 seconds.",
+]
+
+
+def train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
+    """A byte-level BPE trained on the corpus above, wrapped in the real Qwen2 tokenizer class."""
+    template = Qwen2Tokenizer()  # carries Qwen2's real pre-tokenizer (split regex + byte level)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    vocab = bpe.get_vocab()
+    merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=8192,
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    return tokenizer
+
+
+def tiny_config(tokenizer: Qwen2Tokenizer, hidden: int = 64, layers: int = 2) -> Qwen2AudioConfig:
+    vocab_size = len(tokenizer)
+    return Qwen2AudioConfig(
+        audio_config={
+            "num_mel_bins": 128,
+            "encoder_layers": layers,
+            "encoder_attention_heads": 4,
+            "encoder_ffn_dim": hidden * 2,
+            "d_model": hidden,
+            "max_source_positions": 1500,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": vocab_size,
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,  # plain MHA, like the 7B
+            "max_position_embeddings": 8192,
+            "rope_theta": 10000.0,
+            "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": False,
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        },
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+
+
+def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000) -> Path:
+    """Create the snapshot in `out_dir` and return its path (written aside, then moved in whole)."""
+    final = Path(out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
+        _write(Path(tmp) / "model", seed, vocab_size)
+        if final.exists():
+            shutil.rmtree(final)
+        (Path(tmp) / "model").rename(final)
+    logger.info("wrote a random-weight Qwen2-Audio to %s", final)
+    return final
+
+
+def _write(out: Path, seed: int, vocab_size: int) -> None:
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(vocab_size)
+    config = tiny_config(tokenizer)
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    _spread_weights(model)
+    eos_ids = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    model.generation_config = GenerationConfig(
+        bos_token_id=eos_ids[1], eos_token_id=eos_ids, pad_token_id=eos_ids[1], do_sample=False
+    )
+    model.save_pretrained(out)
+    processor = Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
+    processor.save_pretrained(out)
+    (out / RANDOM_WEIGHTS_MARKER).write_text(
+        "This folder holds a random-weight Qwen2-Audio made by `qwen2-audio-server tiny-model`.\n"
+        "Its answers are meaningless; it exists for tests and for trying the API offline.\n"
+    )
+
+
+@torch.no_grad()
+def _spread_weights(model: Qwen2AudioForConditionalGeneration) -> None:
+    """Widen the random init so greedy outputs follow the input instead of collapsing to one token.
+
+    With the default init (std 0.02) or a variance-preserving one, greedy decoding of a 20 s clip repeats a
+    single token; at 3/sqrt(fan_in) every clip length gives varied, input-dependent tokens.
+    """
+    for name, param in model.named_parameters():
+        if param.dim() >= 2 and "norm" not in name:
+            param.normal_(0.0, 3.0 / param.shape[-1] ** 0.5)
