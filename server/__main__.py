@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -42,6 +43,9 @@ def serve(argv: list[str]) -> int:
     except ModelLoadError as exc:
         logging.getLogger("server").error("%s", exc)
         return 1
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler found at start:
+    # make that handler a clean exit, so `docker stop` and Kubernetes see status 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings, runner), host=settings.host, port=settings.port,
                 log_level=settings.log_level, timeout_graceful_shutdown=30)
     return 0

@@ -240,6 +240,13 @@ class TranscriptionUsage(BaseModel):
     input_token_details: InputTokenDetails
 
 
+class DurationUsage(BaseModel):
+    """verbose_json reports usage in seconds of audio, as the OpenAI SDK's TranscriptionVerbose types it."""
+
+    type: Literal["duration"] = "duration"
+    seconds: float
+
+
 class TranscriptionLogprob(BaseModel):
     token: str
     bytes: list[int]
@@ -271,7 +278,7 @@ class VerboseTranscription(BaseModel):
     duration: float
     text: str
     segments: list[Segment]
-    usage: TranscriptionUsage
+    usage: DurationUsage
 
 
 # ---- models ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from server.api.generation import Completion, collect, output_budget, prepare, s
 from server.api.languages import language_name
 from server.api.media import decode_upload
 from server.api.protocol import (
+    DurationUsage,
     InputTokenDetails,
     Segment,
     Transcription,
@@ -121,7 +122,8 @@ class TranscriptionServing:
             return to_vtt((s.start, s.end, s.text) for s in segments)
         language = "english" if task == "translate" else (language_name(request.language or "") or "unknown").lower()
         return VerboseTranscription(
-            task=task, language=language, duration=round(duration, 3), text=text, segments=segments, usage=usage
+            task=task, language=language, duration=round(duration, 3), text=text, segments=segments,
+            usage=DurationUsage(seconds=round(duration, 3)),
         ).model_dump()
 
     def _logprobs(self, completions: list[Completion]) -> list[TranscriptionLogprob]:

@@ -1,0 +1,133 @@
+"""POST /v1/chat/completions with audio parts through the OpenAI SDK."""
+
+import base64
+
+from server.audio.decode import decode_audio
+from tests.api.conftest import MODEL
+from tests.audio_samples import encode, tone, wav
+
+
+def audio_part(data: bytes, fmt: str = "wav") -> dict:
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
+
+
+def url_part(data: bytes, mime: str = "audio/wav") -> dict:
+    return {"type": "audio_url", "audio_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode()}"}}
+
+
+async def test_audio_question_matches_generate(client, reference):
+    audio = wav(3.0, seed=11)
+    response = await client.chat.completions.create(
+        model=MODEL, max_tokens=24, temperature=0,
+        messages=[{"role": "user", "content": [audio_part(audio), {"type": "text", "text": "What is this sound?"}]}],
+    )
+    conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What is this sound?"}]}]
+    expected, n_tokens = reference(conversation, [decode_audio(audio)], 24)
+    choice = response.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == expected
+    assert response.usage.completion_tokens == n_tokens
+    assert choice.finish_reason == ("length" if n_tokens == 24 else "stop")
+    assert response.usage.prompt_tokens_details.audio_tokens == 75
+    assert response.model == MODEL and response.id.startswith("chatcmpl-")
+
+
+async def test_several_clips_turns_and_a_system_prompt(client, reference):
+    first, second = wav(1.0, seed=12), encode(tone(2.0, seed=13), "mp3")
+    messages = [
+        {"role": "system", "content": "You listen carefully."},
+        {"role": "user", "content": [audio_part(first), url_part(second, "audio/mpeg"), {"type": "text", "text": "Compare them."}]},
+        {"role": "assistant", "content": "The second is longer."},
+        {"role": "user", "content": "Which one is louder?"},
+    ]
+    response = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
+    conversation = [
+        {"role": "system", "content": "You listen carefully."},
+        {"role": "user", "content": [{"type": "audio"}, {"type": "audio"}, {"type": "text", "text": "Compare them."}]},
+        {"role": "assistant", "content": "The second is longer."},
+        {"role": "user", "content": "Which one is louder?"},
+    ]
+    expected, _ = reference(conversation, [decode_audio(first), decode_audio(second)], 16)
+    assert response.choices[0].message.content == expected
+    assert response.usage.prompt_tokens_details.audio_tokens == 25 + 50
+
+
+async def test_text_only_chat(client, reference):
+    response = await client.chat.completions.create(
+        model=MODEL, max_completion_tokens=12, temperature=0, messages=[{"role": "user", "content": "Hello there"}]
+    )
+    expected, _ = reference([{"role": "user", "content": "Hello there"}], [], 12)
+    assert response.choices[0].message.content == expected
+    assert response.usage.prompt_tokens_details.audio_tokens == 0
+
+
+async def test_long_audio_becomes_consecutive_clips(client):
+    response = await client.chat.completions.create(
+        model=MODEL, max_tokens=4, temperature=0,
+        messages=[{"role": "user", "content": [audio_part(wav(35.0, seed=14)), {"type": "text", "text": "Summarize."}]}],
+    )
+    assert response.usage.prompt_tokens_details.audio_tokens == 750 + 125
+
+
+async def test_streaming_with_usage(client):
+    kwargs = dict(model=MODEL, max_tokens=40, temperature=0,
+                  messages=[{"role": "user", "content": [audio_part(wav(2.0, seed=15)), {"type": "text", "text": "Describe."}]}])
+    full = await client.chat.completions.create(**kwargs)
+    stream = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content == full.choices[0].message.content  # no broken character, nothing lost
+    finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finishing) == 1 and finishing[0].choices[0].finish_reason == full.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+async def test_streaming_without_usage_has_no_usage_chunk(client):
+    stream = await client.chat.completions.create(model=MODEL, max_tokens=5, stream=True, temperature=0,
+                                                  messages=[{"role": "user", "content": "hi"}])
+    chunks = [chunk async for chunk in stream]
+    assert all(c.choices for c in chunks) and chunks[-1].choices[0].finish_reason is not None
+
+
+async def test_seed_makes_sampling_reproducible(client):
+    kwargs = dict(model=MODEL, max_tokens=24, temperature=1.0, top_p=0.95, extra_body={"top_k": 50},
+                  messages=[{"role": "user", "content": [audio_part(wav(1.5, seed=16)), {"type": "text", "text": "Go."}]}])
+    first = await client.chat.completions.create(**kwargs, seed=1234)
+    again = await client.chat.completions.create(**kwargs, seed=1234)
+    other = await client.chat.completions.create(**kwargs, seed=4321)
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert first.choices[0].message.content != other.choices[0].message.content
+
+
+async def test_stop_sequence_cuts_the_answer(client):
+    kwargs = dict(model=MODEL, max_tokens=30, temperature=0, messages=[{"role": "user", "content": "Tell me more"}])
+    full = (await client.chat.completions.create(**kwargs)).choices[0].message.content
+    stop = full[5:8]
+    assert len(stop) == 3
+    cut = await client.chat.completions.create(**kwargs, stop=[stop])
+    assert cut.choices[0].message.content == full[: full.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    stream = await client.chat.completions.create(**kwargs, stop=stop, stream=True)
+    streamed = "".join([c.choices[0].delta.content or "" async for c in stream])
+    assert streamed == cut.choices[0].message.content
+
+
+async def test_min_tokens_and_ignore_eos_force_the_length(client):
+    response = await client.chat.completions.create(
+        model=MODEL, max_tokens=48, temperature=0, messages=[{"role": "user", "content": "x"}],
+        extra_body={"min_tokens": 48, "ignore_eos": True},
+    )
+    assert response.usage.completion_tokens == 48 and response.choices[0].finish_reason == "length"
+
+
+async def test_logprobs(client):
+    response = await client.chat.completions.create(
+        model=MODEL, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3,
+        messages=[{"role": "user", "content": "x"}],
+    )
+    content = response.choices[0].logprobs.content
+    assert len(content) == response.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob >= entry.logprob - 1e-5  # greedy picks the most likely

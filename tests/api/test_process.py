@@ -1,0 +1,147 @@
+"""One real `qwen2-audio-server serve` process on loopback: the CLI, API keys, curl, and client disconnects."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+from openai import AsyncOpenAI
+
+from tests.api.conftest import MODEL
+from tests.audio_samples import wav
+
+KEY = "test-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--model", tiny_model_dir, "--served-model-name", MODEL,
+         "--port", str(port), "--api-key", KEY, "--max-batch-size", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    yield base
+    process.terminate()
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "RANDOM WEIGHTS" in output and "on cpu in float32" in output
+
+
+@pytest_asyncio.fixture
+async def sdk(server):
+    async with AsyncOpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0) as client:
+        yield client
+
+
+def _metric(base: str, name: str) -> float:
+    lines = httpx.get(f"{base}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.split("{")[0].split(" ")[0] == name)
+
+
+async def test_keys_guard_v1_but_not_health(server):
+    async with httpx.AsyncClient(base_url=server) as http:
+        denied = await http.get("/v1/models")
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+        wrong = await http.get("/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/ready")).json() == {"status": "ready"}
+    async with AsyncOpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError):
+            await client.models.list()
+
+
+async def test_models_list_announces_random_weights(sdk):
+    models = await sdk.models.list()
+    ids = [m.id for m in models.data]
+    assert ids == [MODEL, "whisper-1"]
+    assert models.data[0].owned_by == "random-weights" and models.data[0].model_extra["random_weights"] is True
+
+
+async def test_sdk_over_http_streams_chat_and_transcribes(sdk):
+    stream = await sdk.chat.completions.create(model=MODEL, max_tokens=10, temperature=0, stream=True,
+                                               messages=[{"role": "user", "content": "hello"}])
+    chunks = [c async for c in stream]
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    result = await sdk.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(1.0)))
+    assert isinstance(result.text, str)
+
+
+def test_curl_transcription(server, tmp_path):
+    audio = tmp_path / "clip.wav"
+    audio.write_bytes(wav(2.0, seed=21))
+    out = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", f"{server}/v1/audio/transcriptions", "-H", f"Authorization: Bearer {KEY}",
+         "-F", f"file=@{audio}", "-F", f"model={MODEL}", "-F", "response_format=verbose_json"],
+        capture_output=True, text=True, check=True,
+    )
+    body = json.loads(out.stdout)
+    assert body["task"] == "transcribe" and body["duration"] == 2.0 and len(body["segments"]) == 1
+
+
+async def test_disconnect_mid_stream_cancels_the_work(server):
+    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": MODEL, "max_tokens": 2000, "stream": True, "ignore_eos": True,
+            "messages": [{"role": "user", "content": "a very long answer"}]}
+    async with httpx.AsyncClient(base_url=server, headers=headers) as http:
+        for _ in range(3):
+            async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if '"content"' in line:
+                        break  # leave after the first token: closing the response drops the connection
+    for _ in range(100):
+        if _metric(server, "qwen2_audio_running_requests") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert _metric(server, "qwen2_audio_running_requests") == 0
+    assert _metric(server, "qwen2_audio_queue_depth") == 0
+    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
+
+
+def test_serve_help_lists_every_option():
+    out = subprocess.run([sys.executable, "-m", "server", "serve", "--help"], capture_output=True, text=True, check=True)
+    for flag in ["--model", "--served-model-name", "--host", "--port", "--device", "--dtype", "--api-key",
+                 "--max-batch-size", "--random-weights"]:
+        assert flag in out.stdout
+
+
+def test_unreachable_hub_ends_with_one_clear_sentence(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "server", "serve", "--model", "Qwen/Qwen2-Audio-7B-Instruct"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "not in the local Hugging Face cache" in out.stderr and "--random-weights" in out.stderr
+
+
+def test_tiny_model_command_writes_a_loadable_snapshot(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "server", "tiny-model", str(tmp_path / "m")],
+                         capture_output=True, text=True, check=True)
+    assert "serve --model" in out.stdout
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "RANDOM_WEIGHTS"} <= {
+        p.name for p in (tmp_path / "m").iterdir()}
