@@ -104,18 +104,24 @@ class ChatCompletionRequest(_Request):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+    def to_sampling_params(self, max_tokens: int, defaults: dict) -> SamplingParams:
+        """Request values first, then the model's generation_config.json (`defaults`), then OpenAI's defaults."""
+
+        def pick(name: str, fallback):
+            value = getattr(self, name)
+            return value if value is not None else defaults.get(name, fallback)
+
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            top_k=max(0, self.top_k or 0),
+            temperature=pick("temperature", 1.0),
+            top_p=pick("top_p", 1.0),
+            top_k=max(0, pick("top_k", 0)),
             min_p=self.min_p or 0.0,
             seed=self.seed,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             min_tokens=min(self.min_tokens, max_tokens),
             ignore_eos=self.ignore_eos,
-            repetition_penalty=self.repetition_penalty or 1.0,
+            repetition_penalty=pick("repetition_penalty", 1.0),
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
             logprobs=(self.top_logprobs or 0) if self.logprobs else None,

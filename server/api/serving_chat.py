@@ -41,7 +41,8 @@ class ChatServing:
         prompt = await prepare(self.engine, conversation, clips)
         self.engine.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)
         max_tokens = output_budget(self.engine, prompt, request.requested_max_tokens, self.default_max_tokens)
-        stream = submit(self.engine, prompt, request.to_sampling_params(max_tokens))
+        params = request.to_sampling_params(max_tokens, self.engine.runner.sampling_defaults)
+        stream = submit(self.engine, prompt, params)
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             return self._chunks(events(stream), prompt, include_usage)

@@ -77,6 +77,7 @@ class ModelRunner:
         self.eos_token_ids = _eos_ids(self.model.generation_config, tokenizer)
         self.max_model_len = self.model.config.text_config.max_position_embeddings
         self.vocab_size = self.model.config.text_config.vocab_size
+        self.sampling_defaults = _sampling_defaults(self.model.generation_config)
         self._log_loaded(time.perf_counter() - started)
 
     def _log_loaded(self, seconds: float) -> None:
@@ -204,6 +205,15 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def _eos_ids(generation_config, tokenizer) -> list[int]:
     eos = generation_config.eos_token_id if generation_config.eos_token_id is not None else tokenizer.eos_token_id
     return sorted({eos} if isinstance(eos, int) else set(eos))
+
+
+def _sampling_defaults(generation_config) -> dict:
+    """The sampling settings the checkpoint's generation_config.json sets, for requests that set none."""
+    given = generation_config.to_diff_dict()
+    defaults = {k: given[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty") if k in given}
+    if given.get("do_sample") is False:
+        defaults["temperature"] = 0.0
+    return defaults
 
 
 def _load_advice(model_path: str, exc: OSError) -> str:

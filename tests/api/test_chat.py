@@ -131,3 +131,11 @@ async def test_logprobs(client):
     for entry in content:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
         assert entry.top_logprobs[0].logprob >= entry.logprob - 1e-5  # greedy picks the most likely
+
+
+async def test_unset_sampling_fields_follow_the_models_generation_config(client, reference):
+    # The tiny model's generation_config.json says do_sample=false, so a request without temperature is greedy.
+    response = await client.chat.completions.create(model=MODEL, max_tokens=20,
+                                                    messages=[{"role": "user", "content": "defaults"}])
+    expected, _ = reference([{"role": "user", "content": "defaults"}], [], 20)
+    assert response.choices[0].message.content == expected
