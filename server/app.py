@@ -19,6 +19,8 @@ from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
+FULL_CLIP_TOKENS = 800  # a 30 s clip (750 audio tokens) with the chat template around it
+
 
 def build_runner(settings: Settings) -> ModelRunner:
     """Load the model (a blocking call: seconds for the tiny model, minutes for the 7B)."""
@@ -34,7 +36,11 @@ def create_app(settings: Settings, runner: ModelRunner | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loaded = runner or await asyncio.to_thread(build_runner, settings)
-        engine = Engine(loaded, EngineConfig(settings.max_batch_size, settings.batch_wait_ms / 1000), metrics)
+        budget = loaded.kv_budget_tokens(settings.kv_cache_tokens, settings.max_batch_size)
+        logger.info("KV-cache budget: %d tokens (%.2f GiB), room for %d concurrent 30 s clips", budget,
+                    budget * loaded.kv_bytes_per_token / 2**30, budget // (FULL_CLIP_TOKENS + settings.default_max_tokens))
+        config = EngineConfig(settings.max_batch_size, settings.batch_wait_ms / 1000, budget)
+        engine = Engine(loaded, config, metrics)
         app.state.engine = engine
         await engine.start()
         app.state.chat = ChatServing(engine, settings.model_id, settings.default_max_tokens)

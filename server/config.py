@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     """Most requests decoded together in one batch."""
     batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     """How long the engine waits for more requests to fill a batch once one has arrived."""
+    kv_cache_tokens: int = Field(0, ge=0)
+    """KV-cache budget in tokens the scheduler fills (0: derived from free memory after the weights, 90% of the GPU's or 30% of RAM)."""
     default_max_tokens: int = Field(1024, ge=1)
     """Output-token limit of a request that sets none."""
     max_upload_mb: float = Field(100.0, gt=0)

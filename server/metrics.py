@@ -6,6 +6,7 @@ disable_created_metrics()  # the *_created series only add noise to dashboards
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class Metrics:
@@ -26,7 +27,20 @@ class Metrics:
         self.queue_depth = Gauge("qwen2_audio_queue_depth", "Requests waiting for a batch slot.", registry=r)
         self.running = Gauge("qwen2_audio_running_requests", "Requests being decoded right now.", registry=r)
         self.batch_size = Histogram(
-            "qwen2_audio_batch_size", "Requests per batch the engine starts.", buckets=_BATCH_BUCKETS, registry=r
+            "qwen2_audio_batch_size", "Requests decoded together, per decode step.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.kv_tokens = Gauge("qwen2_audio_kv_cache_tokens", "KV-cache slots held by the running batch.", registry=r)
+        self.kv_budget = Gauge("qwen2_audio_kv_cache_budget_tokens", "KV-cache slots the scheduler may fill.", registry=r)
+        self.encoder_seconds = Histogram(
+            "qwen2_audio_encoder_seconds", "Audio-encoder time per prefill.", buckets=_STEP_BUCKETS, registry=r
+        )
+        self.prefill_seconds = Histogram(
+            "qwen2_audio_prefill_seconds", "Prefill time (encoder included) per admitted group.", buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.decode_step_seconds = Histogram(
+            "qwen2_audio_decode_step_seconds", "Time of one decode step of the running batch.", buckets=_STEP_BUCKETS,
+            registry=r,
         )
         self.tokens_generated = Counter("qwen2_audio_generated_tokens", "Output tokens generated.", registry=r)
         self.prompt_tokens = Counter("qwen2_audio_prompt_tokens", "Prompt tokens processed (audio included).", registry=r)

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from server.api.errors import APIError, bad_request
-from server.engine.engine import Engine, RequestStream
+from server.engine.engine import Engine, RequestStream, RequestTooLargeError
 from server.engine.request import EngineError, Prompt, RequestOutput, SamplingParams, TokenLogprob
 
 
@@ -26,6 +26,8 @@ def output_budget(engine: Engine, prompt: Prompt, requested: int | None, default
 def submit(engine: Engine, prompt: Prompt, params: SamplingParams) -> RequestStream:
     try:
         stream = engine.submit(prompt, params)
+    except RequestTooLargeError as exc:
+        raise bad_request(str(exc), param="max_tokens", code="context_length_exceeded") from exc
     except EngineError as exc:
         raise APIError(503, str(exc), code="engine_unavailable") from exc
     engine.metrics.prompt_tokens.inc(prompt.num_tokens)

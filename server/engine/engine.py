@@ -1,29 +1,37 @@
-"""The engine: one worker that owns the model runner, fed by a queue, decoding waiting requests together.
+"""The engine: one worker that owns the model runner and runs iteration-level continuous batching.
 
 Interface (what the API layer sees): `submit(prompt, params) -> RequestStream`, an async iterator of
-`RequestOutput` events with `cancel()`. The inside (static batches that shrink as requests finish) is free
-to change without touching the API layer.
+`RequestOutput` events with `cancel()`. Inside, every iteration decodes one token for each running request,
+then admits waiting requests: their audio is encoded and their prompts prefilled together, and they join the
+running batch for the next step. A finished or cancelled request leaves the batch (and its cache) at once.
 """
 
 import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from server.engine.detokenizer import IncrementalDetokenizer
-from server.engine.model_runner import ModelRunner, StepOutput
+from server.engine.model_runner import BatchState, ModelRunner, StepOutput
 from server.engine.request import EngineError, Prompt, RequestOutput, SamplingParams
+from server.engine.scheduler import Scheduler
 from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+
+
+class RequestTooLargeError(EngineError):
+    """The request can never fit the KV-cache budget (a 400, not a wait)."""
 
 
 @dataclass(slots=True)
 class EngineConfig:
     max_batch_size: int = 16
     batch_wait_s: float = 0.005
+    kv_budget_tokens: int = 65_536
 
 
 class Sequence:
@@ -40,6 +48,15 @@ class Sequence:
         self.finished = False
         self.submitted_at = time.perf_counter()
 
+    @property
+    def max_total_tokens(self) -> int:
+        return self.prompt.num_tokens + self.params.max_tokens
+
+    def fail(self, error: Exception) -> None:
+        if not self.finished:
+            self.finished = True
+            self.events.put_nowait(error)
+
 
 class RequestStream:
     """The events of one request, ending with the one that carries `finish_reason`."""
@@ -53,7 +70,7 @@ class RequestStream:
         return self._seq.request_id
 
     def cancel(self) -> None:
-        """Stop generating for this request; its batch slot is freed at the next step."""
+        """Stop generating for this request; its batch slot and cache are freed at the next step."""
         self._seq.cancelled = True
 
     def __aiter__(self) -> "RequestStream":
@@ -75,7 +92,11 @@ class Engine:
         self.runner = runner
         self.config = config
         self.metrics = metrics
-        self._waiting: asyncio.Queue[Sequence] = asyncio.Queue()
+        self.scheduler = Scheduler(config.max_batch_size, config.kv_budget_tokens)
+        self._waiting: deque[Sequence] = deque()
+        self._arrived = asyncio.Event()
+        self._running: list[Sequence] = []
+        self._state: BatchState | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         # Tokenizing and feature extraction run beside the model thread, one at a time (the tokenizer is not
         # safe to share between threads), so they overlap with decoding instead of stalling it.
@@ -83,6 +104,7 @@ class Engine:
         self._ids = itertools.count()
         self._loop_task: asyncio.Task | None = None
         self.ready = False
+        metrics.kv_budget.set(config.kv_budget_tokens)
 
     async def start(self) -> None:
         await self._run(self.runner.warmup)
@@ -94,8 +116,8 @@ class Engine:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        while not self._waiting.empty():
-            self._waiting.get_nowait().events.put_nowait(EngineError("the server is shutting down"))
+        for seq in [*self._running, *self._waiting]:
+            seq.fail(EngineError("the server is shutting down"))
         self._executor.shutdown(wait=True)
         self._prep_executor.shutdown(wait=True)
 
@@ -106,68 +128,84 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        return self._waiting.qsize()
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
 
     def submit(self, prompt: Prompt, params: SamplingParams, request_id: str | None = None) -> RequestStream:
         if not self.ready:
             raise EngineError("the engine is not running")
         detokenizer = IncrementalDetokenizer(self.runner.decode_tokens, params.stop)
         seq = Sequence(request_id or f"req-{next(self._ids)}", prompt, params, detokenizer)
-        self._waiting.put_nowait(seq)
+        if not self.scheduler.fits_alone(seq):
+            raise RequestTooLargeError(
+                f"the request needs {seq.max_total_tokens} tokens of KV cache (prompt plus max_tokens); this server's "
+                f"budget is {self.config.kv_budget_tokens}: lower max_tokens or send shorter audio"
+            )
+        self._waiting.append(seq)
+        self._arrived.set()
         self.metrics.queue_depth.set(self.queue_depth)
         return RequestStream(seq)
 
     # ---- the worker loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
+            if not self._running:
+                await self._wait_for_requests()
             try:
-                await self._run_batch(batch)
-            except Exception as exc:  # a failing batch fails its requests, never the engine
-                logger.exception("batch of %d requests failed", len(batch))
-                for seq in batch:
-                    if not seq.finished:
-                        seq.finished = True
-                        seq.events.put_nowait(EngineError(f"the model failed on this batch: {type(exc).__name__}"))
-            finally:
-                self.metrics.running.set(0)
+                if self._running:
+                    await self._decode()
+                await self._admit()
+            except Exception as exc:  # a failing step fails the requests it carried, never the engine
+                logger.exception("a model step failed; failing its %d requests", len(self._running))
+                for seq in self._running:
+                    seq.fail(EngineError(f"the model failed on this batch: {type(exc).__name__}"))
+                self._running, self._state = [], None
+            self._publish_load()
 
-    async def _next_batch(self) -> list[Sequence]:
-        """Wait for one request, then gather whoever else arrives within batch_wait_s, up to max_batch_size."""
-        batch = [await self._waiting.get()]
-        deadline = time.perf_counter() + self.config.batch_wait_s
-        while len(batch) < self.config.max_batch_size:
-            if self._waiting.empty():
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._waiting.get(), remaining))
-                except TimeoutError:
-                    break
-            else:
-                batch.append(self._waiting.get_nowait())
-        self.metrics.queue_depth.set(self.queue_depth)
-        return [seq for seq in batch if not seq.cancelled]
+    async def _wait_for_requests(self) -> None:
+        """Idle until a request arrives, then give its burst batch_wait_s to arrive too, so they prefill together."""
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if self.config.batch_wait_s > 0 and len(self._waiting) < self.config.max_batch_size:
+            await asyncio.sleep(self.config.batch_wait_s)
 
-    async def _run_batch(self, batch: list[Sequence]) -> None:
-        self.metrics.batch_size.observe(len(batch))
-        self.metrics.running.set(len(batch))
-        state, step = await self._run(self.runner.prefill, [s.prompt for s in batch], [s.params for s in batch])
-        while True:
-            keep = [i for i, seq in enumerate(batch) if not self._advance(seq, step, i)]
-            if not keep:
-                return
-            if len(keep) < len(batch):
-                batch = [batch[i] for i in keep]
-                self.metrics.running.set(len(batch))
-                step = await self._run(self.runner.decode, state, keep)
-            else:
-                step = await self._run(self.runner.decode, state)
+    async def _decode(self) -> None:
+        self.metrics.batch_size.observe(len(self._running))
+        step = await self._run(self.runner.decode, self._state)
+        self.metrics.decode_step_seconds.observe(step.seconds)
+        self._running = await self._advance(self._running, step, self._state)
+        if not self._running:
+            self._state = None
 
-    def _advance(self, seq: Sequence, step: StepOutput, row: int) -> bool:
+    async def _admit(self) -> None:
+        admitted = self.scheduler.admit(self._running, self._waiting)
+        joining = [seq for seq in admitted if not seq.cancelled]
+        for seq in admitted:
+            if seq.cancelled:
+                seq.finished = True
+        if not joining:
+            return
+        state, step = await self._run(self.runner.prefill, [s.prompt for s in joining], [s.params for s in joining])
+        self.metrics.prefill_seconds.observe(step.seconds)
+        if step.encoder_seconds:
+            self.metrics.encoder_seconds.observe(step.encoder_seconds)
+        joining = await self._advance(joining, step, state)
+        if joining:
+            self._state = state if self._state is None else await self._run(self.runner.merge, self._state, state)
+            self._running += joining
+
+    async def _advance(self, rows: list[Sequence], step: StepOutput, state: BatchState) -> list[Sequence]:
+        """Hand each row its token; drop the rows that ended from the batch; return those that go on."""
+        keep = [i for i, seq in enumerate(rows) if not self._take(seq, step, i)]
+        if keep and len(keep) < len(rows):
+            await self._run(self.runner.filter, state, keep)
+        return [rows[i] for i in keep]
+
+    def _take(self, seq: Sequence, step: StepOutput, row: int) -> bool:
         """Take this step's token for `seq`, send its event; True when the request has ended."""
         if seq.cancelled:
             seq.finished = True
@@ -194,6 +232,11 @@ class Engine:
         if len(seq.output_ids) >= seq.params.max_tokens:
             return "length"
         return None
+
+    def _publish_load(self) -> None:
+        self.metrics.running.set(len(self._running))
+        self.metrics.queue_depth.set(len(self._waiting))
+        self.metrics.kv_tokens.set(self._state.kv_tokens if self._state is not None else 0)
 
     async def _run(self, fn, *args):
         """Run a model call on the model thread, so the event loop keeps serving HTTP meanwhile."""

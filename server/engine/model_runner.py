@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoProcessor, DynamicCache, Qwen2AudioForConditionalGeneration
+from transformers.masking_utils import create_bidirectional_mask
 
 from server.engine.request import Prompt, SamplingParams, TokenLogprob
 from server.engine.sampler import BatchSampler
@@ -36,19 +37,28 @@ class RunnerConfig:
 
 @dataclass
 class StepOutput:
-    """One new token per running row, in the batch's current row order."""
+    """One new token per running row, in the batch's current row order, and what the step cost."""
 
     tokens: list[int]
     logprobs: list[TokenLogprob | None]
+    seconds: float = 0.0
+    encoder_seconds: float = 0.0
 
 
 @dataclass
 class BatchState:
+    """The running batch: rows are right-aligned (left-padded) in one KV cache, so rows of any length mix."""
+
     cache: DynamicCache
     attention_mask: torch.Tensor  # [B, T] 1 for real tokens (left padding is 0)
     positions: torch.Tensor  # [B] position id of the next token
     last_tokens: torch.Tensor  # [B]
     sampler: BatchSampler
+
+    @property
+    def kv_tokens(self) -> int:
+        """Cache slots held, padding included."""
+        return self.attention_mask.numel()
 
 
 class ModelRunner:
@@ -98,6 +108,26 @@ class ModelRunner:
                            self.config.model_path)
             logger.warning("=" * 88)
 
+    def kv_budget_tokens(self, requested: int, max_batch_size: int) -> int:
+        """KV-cache tokens the scheduler may fill: `requested`, or what free memory holds (0 = derive it)."""
+        if requested:
+            return requested
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            spare = 0.9 * free - 2 * 2**30  # leave room for activations and the allocator's slack
+        else:
+            import psutil
+
+            spare = 0.3 * psutil.virtual_memory().available
+        budget = int(max(spare, 0) // self.kv_bytes_per_token)
+        return max(min(budget, max_batch_size * self.max_model_len), self.max_model_len)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        text = self.model.config.text_config
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * self.dtype.itemsize
+
     def warmup(self) -> None:
         """One short request through every path, so the first real request does not pay for lazy init."""
         conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "warm up"}]}]
@@ -130,46 +160,103 @@ class ModelRunner:
     # ---- steps -----------------------------------------------------------------------------------------
     @torch.inference_mode()
     def prefill(self, prompts: list[Prompt], params: list[SamplingParams]) -> tuple[BatchState, StepOutput]:
-        """Encode the audio and the prompts of a new batch (left-padded) and sample each row's first token."""
+        """Encode the audio and the prompts of new requests (left-padded) and sample each row's first token."""
+        started = time.perf_counter()
         input_ids, attention_mask = self._left_pad([p.token_ids for p in prompts])
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], as generate() computes them
-        features, feature_mask = self._collate_features(prompts)
+        embeds = self.model.get_input_embeddings()(input_ids)  # [B, T, H]
+        audio, encoder_seconds = self._encode_audio(prompts)
+        if audio is not None:  # audio features take the places of the <|AUDIO|> tokens, clip after clip
+            embeds = embeds.masked_scatter((input_ids == self.audio_token_id)[..., None], audio.to(embeds.dtype))
         cache = DynamicCache(config=self.model.config.text_config)
-        hidden = self.model.model(
-            input_ids=input_ids, input_features=features, attention_mask=attention_mask,
-            feature_attention_mask=feature_mask, position_ids=positions, cache=cache, use_cache=True,
+        hidden = self.model.model.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True,
         ).last_hidden_state[:, -1]  # [B, H]: only the last position needs logits
         sampler = BatchSampler.create(params, self.vocab_size, self.eos_token_ids, self.device)
         state = BatchState(cache, attention_mask, positions[:, -1] + 1, input_ids[:, -1], sampler)
-        return state, self._sample(state, hidden)
+        step = self._sample(state, hidden)
+        step.seconds, step.encoder_seconds = time.perf_counter() - started, encoder_seconds
+        return state, step
 
     @torch.inference_mode()
-    def decode(self, state: BatchState, keep: list[int] | None = None) -> StepOutput:
-        """One token for every row; `keep` first drops the rows whose requests have ended."""
-        if keep is not None:
-            self._select(state, keep)
+    def decode(self, state: BatchState) -> StepOutput:
+        """One token for every row of the running batch."""
+        started = time.perf_counter()
         mask = state.attention_mask
         state.attention_mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, T+1]
-        hidden = self.model.model(
-            input_ids=state.last_tokens[:, None], attention_mask=state.attention_mask,
-            position_ids=state.positions[:, None], cache=state.cache, use_cache=True,
+        hidden = self.model.model.language_model(
+            inputs_embeds=self.model.get_input_embeddings()(state.last_tokens[:, None]),
+            attention_mask=state.attention_mask, position_ids=state.positions[:, None], cache=state.cache, use_cache=True,
         ).last_hidden_state[:, -1]
         state.positions = state.positions + 1
-        return self._sample(state, hidden)
+        step = self._sample(state, hidden)
+        step.seconds = time.perf_counter() - started
+        return step
 
-    def _sample(self, state: BatchState, hidden: torch.Tensor) -> StepOutput:
-        logits = self.model.lm_head(hidden).float()  # [B, V]
-        tokens, logprobs = state.sampler.sample(logits)
-        state.last_tokens = torch.tensor(tokens, device=self.device)
-        return StepOutput(tokens, logprobs)
-
-    def _select(self, state: BatchState, keep: list[int]) -> None:
+    @torch.inference_mode()
+    def filter(self, state: BatchState, keep: list[int]) -> None:
+        """Drop the rows not in `keep` (finished or cancelled) and the cache columns no remaining row uses."""
         index = torch.tensor(keep, device=self.device)
         state.cache.batch_select_indices(index)
         state.attention_mask = state.attention_mask[index]
         state.positions = state.positions[index]
         state.last_tokens = state.last_tokens[index]
         state.sampler.select(keep)
+        first_used = int(state.attention_mask.any(0).nonzero()[0])
+        if first_used > 0:
+            state.attention_mask = state.attention_mask[:, first_used:]
+            for layer in state.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first_used:], layer.values[:, :, first_used:]
+
+    @torch.inference_mode()
+    def merge(self, running: BatchState, joining: BatchState) -> BatchState:
+        """New rows join the running batch: both caches are left-padded to one width and stacked."""
+        width = max(running.attention_mask.shape[1], joining.attention_mask.shape[1])
+        for ours, theirs in zip(running.cache.layers, joining.cache.layers):
+            ours.keys = torch.cat([_left_pad_seq(ours.keys, width), _left_pad_seq(theirs.keys, width)])
+            ours.values = torch.cat([_left_pad_seq(ours.values, width), _left_pad_seq(theirs.values, width)])
+        masks = [_left_pad_mask(m, width) for m in (running.attention_mask, joining.attention_mask)]
+        running.attention_mask = torch.cat(masks)
+        running.positions = torch.cat([running.positions, joining.positions])
+        running.last_tokens = torch.cat([running.last_tokens, joining.last_tokens])
+        running.sampler.extend(joining.sampler)
+        return running
+
+    @torch.inference_mode()
+    def _encode_audio(self, prompts: list[Prompt]) -> tuple[torch.Tensor | None, float]:
+        """Audio features for every clip of `prompts`, in order: [audio tokens, H].
+
+        The stock encoder runs every clip as a full 30 s window. Its attention already masks the padding, so
+        running it on the valid mel frames (plus the two the convolutions look past the end) gives the same
+        features for a fraction of the compute: a 5 s clip costs a sixth of a 30 s one.
+        """
+        parts = [p.features for p in prompts if p.features is not None]
+        if not parts:
+            return None, 0.0
+        started = time.perf_counter()
+        tower = self.model.model.audio_tower
+        features = torch.cat([f for f, _ in parts]).to(self.device, self.dtype)  # [N, mels, 3000]
+        lengths = torch.cat([m for _, m in parts]).sum(-1).to(self.device)  # [N] valid mel frames
+        frames = min(features.shape[-1], _round_up(int(lengths.max()) + 2, 2))
+        hidden = torch.nn.functional.gelu(tower.conv1(features[..., :frames]))
+        hidden = torch.nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)  # [N, frames/2, D]
+        hidden = hidden + tower.embed_positions.weight[: hidden.shape[1]]
+        conv_lengths = (lengths - 1) // 2 + 1
+        valid = torch.arange(hidden.shape[1], device=self.device)[None] < conv_lengths[:, None]
+        mask = create_bidirectional_mask(config=tower.config, inputs_embeds=hidden, attention_mask=valid.long())
+        for layer in tower.layers:
+            hidden = layer(hidden, mask)
+        hidden = tower.layer_norm(tower.avg_pooler(hidden.permute(0, 2, 1)).permute(0, 2, 1))
+        hidden = self.model.model.multi_modal_projector(hidden)  # [N, frames/4, H]
+        out_lengths = (conv_lengths - 2) // 2 + 1  # audio tokens per clip, as the processor counted them
+        keep = torch.arange(hidden.shape[1], device=self.device)[None] < out_lengths[:, None]
+        return hidden[keep], time.perf_counter() - started
+
+    def _sample(self, state: BatchState, hidden: torch.Tensor) -> StepOutput:
+        logits = self.model.lm_head(hidden).float()  # [B, V]
+        tokens, logprobs = state.sampler.sample(logits)
+        state.last_tokens = torch.tensor(tokens, device=self.device)
+        return StepOutput(tokens, logprobs)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -180,12 +267,19 @@ class ModelRunner:
             mask[i, width - len(row):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _collate_features(self, prompts: list[Prompt]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        parts = [p.features for p in prompts if p.features is not None]
-        if not parts:
-            return None, None
-        features = torch.cat([f for f, _ in parts]).to(self.device, self.dtype)
-        return features, torch.cat([m for _, m in parts]).to(self.device)
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, T] -> [B, width], zeros on the left."""
+    return torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
+
+
+def _left_pad_seq(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, H, T, D] -> [B, H, width, D], zeros on the left (masked out, never attended)."""
+    return torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[2], 0))
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -13,22 +13,37 @@ class BatchSampler:
 
     params: list[SamplingParams]
     generators: list[torch.Generator | None]
+    generated: list[int]  # tokens sampled so far, per row
     counts: torch.Tensor | None  # [B, V] tokens generated so far, only when a row uses a penalty
     eos_ids: torch.Tensor  # [E]
-    steps: int = 0
+    vocab_size: int
 
     @classmethod
     def create(cls, params: list[SamplingParams], vocab_size: int, eos_ids: list[int], device: torch.device):
         generators = [_generator(p.seed, device) for p in params]
         needs_counts = any(_has_penalty(p) for p in params)
         counts = torch.zeros(len(params), vocab_size, device=device) if needs_counts else None
-        return cls(params, generators, counts, torch.tensor(eos_ids, device=device))
+        return cls(params, generators, [0] * len(params), counts, torch.tensor(eos_ids, device=device), vocab_size)
 
     def select(self, keep: list[int]) -> None:
         self.params = [self.params[i] for i in keep]
         self.generators = [self.generators[i] for i in keep]
+        self.generated = [self.generated[i] for i in keep]
         if self.counts is not None:
             self.counts = self.counts[keep]
+
+    def extend(self, other: "BatchSampler") -> None:
+        """Rows of a newly prefilled batch join this one."""
+        if self.counts is not None or other.counts is not None:
+            self.counts = torch.cat([self._counts(), other._counts()])
+        self.params += other.params
+        self.generators += other.generators
+        self.generated += other.generated
+
+    def _counts(self) -> torch.Tensor:
+        if self.counts is not None:
+            return self.counts
+        return torch.zeros(len(self.params), self.vocab_size, device=self.eos_ids.device)
 
     def sample(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
         """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
@@ -38,7 +53,7 @@ class BatchSampler:
         token_ids = torch.tensor(tokens, device=logits.device)
         if self.counts is not None:
             self.counts[torch.arange(len(tokens)), token_ids] += 1
-        self.steps += 1
+        self.generated = [n + 1 for n in self.generated]
         return tokens, self._logprobs(logits, token_ids)
 
     def _apply_penalties(self, logits: torch.Tensor) -> torch.Tensor:
@@ -53,7 +68,7 @@ class BatchSampler:
         return logits - freq * self.counts - pres * seen
 
     def _block_early_eos(self, logits: torch.Tensor) -> torch.Tensor:
-        rows = [i for i, p in enumerate(self.params) if self.steps < p.min_tokens]
+        rows = [i for i, (p, n) in enumerate(zip(self.params, self.generated)) if n < p.min_tokens]
         if rows:
             logits = logits.clone()
             logits[torch.tensor(rows)[:, None], self.eos_ids[None, :]] = float("-inf")

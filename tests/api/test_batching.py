@@ -1,4 +1,4 @@
-"""Requests that arrive together are decoded together, and each answer is exactly what it would be alone."""
+"""Requests join the running batch as they arrive, and each answer is exactly what it would be alone."""
 
 import asyncio
 
@@ -7,23 +7,25 @@ from tests.api.conftest import MODEL, metric
 from tests.api.test_chat import audio_part
 from tests.audio_samples import wav
 
-# (clip seconds, prompt, max_tokens, arrival delay in seconds): different lengths, prompts, outputs and arrivals
+# (clip seconds, prompt, max_tokens, arrival delay in seconds): different lengths, prompts, outputs and arrivals,
+# the later ones while the first are still decoding
 WORKLOAD = [
-    (1.0, "What is this?", 40, 0.0),
+    (1.0, "What is this?", 60, 0.0),
     (2.5, "Describe the sound in detail.", 12, 0.0),
     (5.0, "Is there speech?", 33, 0.005),
-    (0.5, "Name the instrument.", 20, 0.01),
-    (8.0, "Transcribe it.", 48, 0.01),
-    (3.0, "How many sources are there?", 7, 0.02),
-    (None, "Say something without audio.", 25, 0.02),
-    (12.0, "What happens at the end?", 30, 0.03),
+    (0.5, "Name the instrument.", 20, 0.05),
+    (8.0, "Transcribe it.", 48, 0.08),
+    (3.0, "How many sources are there?", 7, 0.1),
+    (None, "Say something without audio.", 25, 0.12),
+    (12.0, "What happens at the end?", 30, 0.15),
 ]
 
 
-async def test_concurrent_greedy_requests_are_batched_and_token_identical(client, http, reference):
+async def test_concurrent_greedy_requests_join_the_batch_and_stay_token_identical(client, http, reference):
     clips = {i: wav(seconds, seed=100 + i) for i, (seconds, *_rest) in enumerate(WORKLOAD) if seconds}
-    batches_before = await metric(http, "qwen2_audio_batch_size_count")
+    steps_before = await metric(http, "qwen2_audio_batch_size_count")
     rows_before = await metric(http, "qwen2_audio_batch_size_sum")
+    prefills_before = await metric(http, "qwen2_audio_prefill_seconds_count")
 
     async def one(i: int):
         seconds, prompt, max_tokens, delay = WORKLOAD[i]
@@ -35,10 +37,11 @@ async def test_concurrent_greedy_requests_are_batched_and_token_identical(client
 
     responses = await asyncio.gather(*(one(i) for i in range(len(WORKLOAD))))
 
-    batches = await metric(http, "qwen2_audio_batch_size_count") - batches_before
+    steps = await metric(http, "qwen2_audio_batch_size_count") - steps_before
     rows = await metric(http, "qwen2_audio_batch_size_sum") - rows_before
-    assert rows == len(WORKLOAD)
-    assert batches < len(WORKLOAD), "no two requests shared a batch"
+    prefills = await metric(http, "qwen2_audio_prefill_seconds_count") - prefills_before
+    assert prefills > 1, "the staggered requests should have been admitted at different steps"
+    assert rows / steps > 1.5, "requests were not decoded together"
 
     for i, response in enumerate(responses):
         seconds, prompt, max_tokens, _ = WORKLOAD[i]

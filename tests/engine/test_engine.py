@@ -1,0 +1,159 @@
+"""The engine on the real (tiny) model runner: joining, cancelling, memory budget, seeds, failures."""
+
+import asyncio
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from server.engine.engine import Engine, EngineConfig, RequestTooLargeError
+from server.engine.model_runner import ModelRunner, RunnerConfig
+from server.engine.request import EngineError, SamplingParams
+from server.metrics import Metrics
+from tests.audio_samples import tone
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_model_dir) -> ModelRunner:
+    runner = ModelRunner(RunnerConfig(tiny_model_dir))
+    runner.load()
+    return runner
+
+
+async def make_engine(runner, **config) -> Engine:
+    engine = Engine(runner, EngineConfig(**{"max_batch_size": 8, "batch_wait_s": 0.0, **config}), Metrics())
+    await engine.start()
+    return engine
+
+
+@pytest_asyncio.fixture
+async def engine(runner):
+    engine = await make_engine(runner)
+    yield engine
+    await engine.stop()
+
+
+async def prompt(engine: Engine, seconds: float | None, text: str = "What is it?"):
+    if seconds is None:
+        return await engine.prepare([{"role": "user", "content": text}], [])
+    content = [{"type": "audio"}, {"type": "text", "text": text}]
+    return await engine.prepare([{"role": "user", "content": content}], [tone(seconds, seed=int(seconds * 10))[0]])
+
+
+async def run_to_end(stream) -> tuple[list[int], str]:
+    tokens, text = [], ""
+    async for event in stream:
+        tokens += event.token_ids
+        text += event.text
+    return tokens, text
+
+
+async def test_a_late_request_joins_the_running_batch(engine):
+    long = engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=200, temperature=0, ignore_eos=True))
+    first = await long.__anext__()
+    assert first.token_ids and engine.running == 1
+    late = engine.submit(await prompt(engine, 1.0, "late"), SamplingParams(max_tokens=5, temperature=0, ignore_eos=True))
+    late_tokens, _ = await run_to_end(late)
+    long_tokens, _ = await run_to_end(long)
+    assert len(late_tokens) == 5 and len(long_tokens) == 199  # the late one finished while the long one ran
+
+
+async def test_greedy_output_does_not_depend_on_the_company(engine):
+    params = SamplingParams(max_tokens=30, temperature=0)
+    alone, _ = await run_to_end(engine.submit(await prompt(engine, 3.0), params))
+    crowd = [engine.submit(await prompt(engine, s, f"other {s}"), params) for s in (0.5, 7.0, 12.0)]
+    together = engine.submit(await prompt(engine, 3.0), params)
+    results = await asyncio.gather(run_to_end(together), *(run_to_end(s) for s in crowd))
+    assert results[0][0] == alone
+
+
+async def test_seeded_sampling_is_reproducible_in_any_batch(engine):
+    params = SamplingParams(max_tokens=25, temperature=1.0, top_p=0.9, seed=7)
+    alone, _ = await run_to_end(engine.submit(await prompt(engine, 2.0), params))
+    noise = [engine.submit(await prompt(engine, 4.0, "x"), SamplingParams(max_tokens=40, temperature=1.0)) for _ in range(3)]
+    again, _ = await run_to_end(engine.submit(await prompt(engine, 2.0), params))
+    await asyncio.gather(*(run_to_end(s) for s in noise))
+    assert again == alone
+
+
+async def test_cancelling_frees_the_slot_at_once(engine):
+    streams = [engine.submit(await prompt(engine, None, f"go {i}"), SamplingParams(max_tokens=2000, ignore_eos=True))
+               for i in range(3)]
+    for stream in streams:
+        await stream.__anext__()
+        stream.cancel()
+    for _ in range(100):
+        if engine.running == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.running == 0 and engine.queue_depth == 0
+    assert engine._state is None  # no cache left behind
+
+
+async def test_the_kv_budget_queues_instead_of_failing(runner):
+    engine = await make_engine(runner, kv_budget_tokens=600)
+    seen: list[int] = []
+    decode = runner.decode
+
+    def watched_decode(state):
+        seen.append(state.kv_tokens)
+        return decode(state)
+
+    runner.decode = watched_decode
+    try:
+        params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
+        streams = [engine.submit(await prompt(engine, 4.0, f"q{i}"), params) for i in range(6)]  # ~190 tokens each
+        results = await asyncio.gather(*(run_to_end(s) for s in streams))
+        assert all(len(tokens) == 40 for tokens, _ in results)
+        assert seen and max(seen) <= 600
+        with pytest.raises(RequestTooLargeError):
+            engine.submit(await prompt(engine, 20.0), SamplingParams(max_tokens=100))
+    finally:
+        runner.decode = decode
+        await engine.stop()
+
+
+async def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(runner):
+    engine = await make_engine(runner)
+    decode = runner.decode
+
+    def broken_decode(state):
+        runner.decode = decode  # fail once
+        raise RuntimeError("simulated CUDA error")
+
+    runner.decode = broken_decode
+    try:
+        doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
+        with pytest.raises(EngineError):
+            await run_to_end(doomed)
+        tokens, _ = await run_to_end(engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0)))
+        assert len(tokens) >= 1 and engine.ready
+    finally:
+        runner.decode = decode
+        await engine.stop()
+
+
+def test_the_trimmed_encoder_matches_the_stock_one(runner):
+    """Valid-frame encoding gives the features the stock 30 s encoder gives (float32)."""
+    import torch
+
+    clips = [tone(s, seed=i)[0] for i, s in enumerate((0.7, 5.0, 13.3, 30.0))]
+    conversation = [{"role": "user", "content": [{"type": "audio"}] * len(clips)}]
+    prompt = runner.prepare(conversation, clips)
+    ours, _ = runner._encode_audio([prompt])
+    features, mask = prompt.features
+    model = runner.model.model
+    with torch.inference_mode():
+        _, out_lengths = model.audio_tower._get_feat_extract_output_lengths(mask.sum(-1))
+        lengths = mask.sum(-1)
+        conv = (lengths - 1) // 2 + 1
+        valid = (torch.arange(1500)[None] < conv[:, None]).long()
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attn = create_bidirectional_mask(config=model.audio_tower.config, inputs_embeds=torch.zeros(len(clips), 1500, 1),
+                                         attention_mask=valid)
+        stock = model.multi_modal_projector(model.audio_tower(features, attention_mask=attn).last_hidden_state)
+        stock = stock[torch.arange(stock.shape[1])[None] < out_lengths[:, None]]
+    assert ours.shape == stock.shape == (prompt.audio_tokens, runner.model.config.text_config.hidden_size)
+    assert float((ours - stock).abs().max()) < 1e-4 * float(stock.abs().max())
+    assert np.isfinite(ours.numpy()).all()
