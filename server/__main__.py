@@ -14,11 +14,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qwen2-audio-server", description="OpenAI-compatible server for Qwen2-Audio.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="start the HTTP server (see `serve --help`)", add_help=False)
+    commands.add_parser("bench", help="benchmark against the recipe and transformers serve (see `bench --help`)",
+                        add_help=False)
     tiny = commands.add_parser("tiny-model", help="write a random-weight Qwen2-Audio of the real architecture")
     tiny.add_argument("out_dir", help="folder to write (a hub-like snapshot that `serve --model` loads)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed")
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
+    if argv[:1] == ["bench"]:
+        from server.bench.run import main as bench
+
+        return bench(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "tiny-model":
         return tiny_model(args.out_dir, args.seed)

@@ -71,25 +71,36 @@ def train_tokenizer(vocab_size: int) -> Qwen2Tokenizer:
     return tokenizer
 
 
-def tiny_config(tokenizer: Qwen2Tokenizer, hidden: int = 64, layers: int = 2) -> Qwen2AudioConfig:
-    vocab_size = len(tokenizer)
+# Model sizes: `tiny` for tests, `small` for CPU benchmarks, `full` is the published 7B configuration.
+PRESETS = {
+    "tiny": {"d_model": 64, "encoder_layers": 2, "encoder_heads": 4, "encoder_ffn": 128,
+             "hidden": 64, "layers": 2, "heads": 4, "intermediate": 128, "vocab": None},
+    "small": {"d_model": 256, "encoder_layers": 4, "encoder_heads": 4, "encoder_ffn": 1024,
+              "hidden": 512, "layers": 6, "heads": 8, "intermediate": 1536, "vocab": None},
+    "full": {"d_model": 1280, "encoder_layers": 32, "encoder_heads": 20, "encoder_ffn": 5120,
+             "hidden": 4096, "layers": 32, "heads": 32, "intermediate": 11008, "vocab": 156032},
+}
+
+
+def preset_config(tokenizer: Qwen2Tokenizer, preset: str = "tiny") -> Qwen2AudioConfig:
+    size = PRESETS[preset]
     return Qwen2AudioConfig(
         audio_config={
             "num_mel_bins": 128,
-            "encoder_layers": layers,
-            "encoder_attention_heads": 4,
-            "encoder_ffn_dim": hidden * 2,
-            "d_model": hidden,
+            "encoder_layers": size["encoder_layers"],
+            "encoder_attention_heads": size["encoder_heads"],
+            "encoder_ffn_dim": size["encoder_ffn"],
+            "d_model": size["d_model"],
             "max_source_positions": 1500,
         },
         text_config={
             "model_type": "qwen2",
-            "vocab_size": vocab_size,
-            "hidden_size": hidden,
-            "intermediate_size": hidden * 2,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,  # plain MHA, like the 7B
+            "vocab_size": size["vocab"] or len(tokenizer),
+            "hidden_size": size["hidden"],
+            "intermediate_size": size["intermediate"],
+            "num_hidden_layers": size["layers"],
+            "num_attention_heads": size["heads"],
+            "num_key_value_heads": size["heads"],  # plain MHA, like the 7B
             "max_position_embeddings": 8192,
             "rope_theta": 10000.0,
             "rms_norm_eps": 1e-5,
@@ -101,12 +112,12 @@ def tiny_config(tokenizer: Qwen2Tokenizer, hidden: int = 64, layers: int = 2) ->
     )
 
 
-def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000) -> Path:
+def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000, preset: str = "tiny") -> Path:
     """Create the snapshot in `out_dir` and return its path (written aside, then moved in whole)."""
     final = Path(out_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
-        _write(Path(tmp) / "model", seed, vocab_size)
+        _write(Path(tmp) / "model", seed, vocab_size, preset)
         if final.exists():
             shutil.rmtree(final)
         (Path(tmp) / "model").rename(final)
@@ -114,12 +125,20 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000)
     return final
 
 
-def _write(out: Path, seed: int, vocab_size: int) -> None:
+def _write(out: Path, seed: int, vocab_size: int, preset: str) -> None:
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(vocab_size)
-    config = tiny_config(tokenizer)
-    model = Qwen2AudioForConditionalGeneration(config).eval()
-    _spread_weights(model)
+    config = preset_config(tokenizer, preset)
+    # the full preset is written in bfloat16 (16.8 GB), as the published checkpoint is; the small ones in float32
+    dtype = torch.bfloat16 if preset == "full" else torch.float32
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = Qwen2AudioForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(default_dtype)
+    if preset != "full":  # at full size the standard init already gives varied tokens; wider would overflow bf16
+        _spread_weights(model)
     eos_ids = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     model.generation_config = GenerationConfig(
         bos_token_id=eos_ids[1], eos_token_id=eos_ids, pad_token_id=eos_ids[1], do_sample=False

@@ -217,8 +217,11 @@ class TranscriptionRequest(_Request):
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     chunking_strategy: str | dict | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
-    # extension: translate into this language instead of English (translations only)
+    # extensions: translate into this language instead of English (translations only); vLLM-style length control
     target_language: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    min_tokens: int = Field(0, ge=0)
+    ignore_eos: bool = False
 
     @model_validator(mode="after")
     def _supported(self) -> "TranscriptionRequest":

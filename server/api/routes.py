@@ -123,6 +123,7 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     engine = request.app.state.engine
     engine.metrics.queue_depth.set(engine.queue_depth)
+    engine.metrics.gpu_memory_peak.set(engine.runner.peak_memory_bytes())
     return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

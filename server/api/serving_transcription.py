@@ -74,8 +74,11 @@ class TranscriptionServing:
                 prompt = await prepare(self.engine, conversation, [clip])
                 end = start + duration_seconds(clip)
                 cap = math.ceil((end - start) * TOKENS_PER_SECOND_CAP) + TOKENS_CAP_FLOOR
-                max_tokens = output_budget(self.engine, prompt, None, min(self.default_max_tokens, cap))
-                params = SamplingParams(max_tokens, temperature=request.temperature, seed=request.seed, logprobs=0)
+                max_tokens = output_budget(self.engine, prompt, request.max_tokens, min(self.default_max_tokens, cap))
+                params = SamplingParams(
+                    max_tokens, temperature=request.temperature, seed=request.seed, logprobs=0,
+                    min_tokens=min(request.min_tokens, max_tokens), ignore_eos=request.ignore_eos,
+                )
                 pieces.append(Piece(start, end, prompt, submit(self.engine, prompt, params)))
         except BaseException:
             _cancel(pieces)

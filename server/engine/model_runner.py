@@ -11,6 +11,7 @@ import torch
 from transformers import AutoProcessor, DynamicCache, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 
+from server.engine import kv_cache
 from server.engine.request import Prompt, SamplingParams, TokenLogprob
 from server.engine.sampler import BatchSampler
 from server.tiny_model import RANDOM_WEIGHTS_MARKER, write_tiny_model
@@ -122,6 +123,9 @@ class ModelRunner:
         budget = int(max(spare, 0) // self.kv_bytes_per_token)
         return max(min(budget, max_batch_size * self.max_model_len), self.max_model_len)
 
+    def peak_memory_bytes(self) -> int:
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
+
     @property
     def kv_bytes_per_token(self) -> int:
         text = self.model.config.text_config
@@ -137,19 +141,38 @@ class ModelRunner:
 
     # ---- tokens ----------------------------------------------------------------------------------------
     def prepare(self, conversation: list[dict], clips: list[np.ndarray]) -> Prompt:
-        """Chat messages (audio parts as {"type": "audio"}) + the clips, in order -> a tokenized prompt."""
+        """Chat messages (audio parts as {"type": "audio"}) + the clips, in order -> a tokenized prompt.
+
+        Does what the processor does (each <|AUDIO|> becomes one token per 40 ms of audio), but computes the
+        log-mel only as far as the encoder will read it instead of for a full 30 s window.
+        """
         if any(clip.shape[0] > MAX_CLIP_SECONDS * SAMPLE_RATE for clip in clips):
             raise ValueError(f"an audio clip is longer than {MAX_CLIP_SECONDS:.0f} s")
-        clips = [np.pad(c, (0, max(0, MIN_CLIP_SAMPLES - c.shape[0]))) for c in clips]
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        if clips:
-            inputs = self.processor(text=text, audio=clips, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-            features = (inputs["input_features"], inputs["feature_attention_mask"])
-        else:
-            inputs, features = self.processor(text=text, return_tensors="pt"), None
-        token_ids = inputs["input_ids"][0].tolist()
+        pieces = text.split(self.processor.audio_token)
+        if len(pieces) != len(clips) + 1:
+            raise ValueError(f"the prompt has {len(pieces) - 1} audio placeholders for {len(clips)} clips")
+        mels = [self._log_mel(np.pad(c, (0, max(0, MIN_CLIP_SAMPLES - c.shape[0])))) for c in clips]
+        expanded = [self.processor.audio_token * _audio_tokens(frames) for _, frames in mels]
+        text = pieces[0] + "".join(audio + piece for audio, piece in zip(expanded, pieces[1:]))
+        token_ids = self.processor.tokenizer(text)["input_ids"]
         seconds = sum(c.shape[0] for c in clips) / SAMPLE_RATE
-        return Prompt(token_ids, token_ids.count(self.audio_token_id), seconds, features)
+        return Prompt(token_ids, token_ids.count(self.audio_token_id), seconds, mels or None)
+
+    def _log_mel(self, clip: np.ndarray) -> tuple[torch.Tensor, int]:
+        """[mels, F] log-mel frames equal to the first F of the processor's 30 s ones, and the valid count L.
+
+        F = L + 2 (rounded up to even) covers what the trimmed encoder reads. Zeros past the clip stand in for
+        the processor's 30 s padding: every frame below F sees the same samples either way.
+        """
+        extractor = self.processor.feature_extractor
+        hop, window = extractor.hop_length, extractor.n_fft
+        valid = -(-clip.shape[0] // hop)  # frames the processor's attention mask marks valid
+        frames = min(extractor.nb_max_frames, _round_up(valid + 2, 2))
+        length = extractor.n_samples if frames * hop + window >= extractor.n_samples else frames * hop + window
+        wave = np.pad(clip, (0, length - clip.shape[0]))
+        mel = extractor(wave, sampling_rate=SAMPLE_RATE, padding="do_not_pad", return_tensors="pt")["input_features"]
+        return mel[0, :, :frames], valid
 
     def decode_tokens(self, token_ids: list[int]) -> str:
         return self._detokenizer.decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
@@ -168,7 +191,7 @@ class ModelRunner:
         audio, encoder_seconds = self._encode_audio(prompts)
         if audio is not None:  # audio features take the places of the <|AUDIO|> tokens, clip after clip
             embeds = embeds.masked_scatter((input_ids == self.audio_token_id)[..., None], audio.to(embeds.dtype))
-        cache = DynamicCache(config=self.model.config.text_config)
+        cache = kv_cache.new_cache(self.model.config.text_config)
         hidden = self.model.model.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True,
         ).last_hidden_state[:, -1]  # [B, H]: only the last position needs logits
@@ -205,16 +228,13 @@ class ModelRunner:
         first_used = int(state.attention_mask.any(0).nonzero()[0])
         if first_used > 0:
             state.attention_mask = state.attention_mask[:, first_used:]
-            for layer in state.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first_used:], layer.values[:, :, first_used:]
+            kv_cache.trim_left(state.cache, first_used)
 
     @torch.inference_mode()
     def merge(self, running: BatchState, joining: BatchState) -> BatchState:
         """New rows join the running batch: both caches are left-padded to one width and stacked."""
         width = max(running.attention_mask.shape[1], joining.attention_mask.shape[1])
-        for ours, theirs in zip(running.cache.layers, joining.cache.layers):
-            ours.keys = torch.cat([_left_pad_seq(ours.keys, width), _left_pad_seq(theirs.keys, width)])
-            ours.values = torch.cat([_left_pad_seq(ours.values, width), _left_pad_seq(theirs.values, width)])
+        kv_cache.stack(running.cache, joining.cache, width)
         masks = [_left_pad_mask(m, width) for m in (running.attention_mask, joining.attention_mask)]
         running.attention_mask = torch.cat(masks)
         running.positions = torch.cat([running.positions, joining.positions])
@@ -230,15 +250,18 @@ class ModelRunner:
         running it on the valid mel frames (plus the two the convolutions look past the end) gives the same
         features for a fraction of the compute: a 5 s clip costs a sixth of a 30 s one.
         """
-        parts = [p.features for p in prompts if p.features is not None]
-        if not parts:
+        clips = [clip for p in prompts for clip in (p.features or [])]
+        if not clips:
             return None, 0.0
         started = time.perf_counter()
         tower = self.model.model.audio_tower
-        features = torch.cat([f for f, _ in parts]).to(self.device, self.dtype)  # [N, mels, 3000]
-        lengths = torch.cat([m for _, m in parts]).sum(-1).to(self.device)  # [N] valid mel frames
-        frames = min(features.shape[-1], _round_up(int(lengths.max()) + 2, 2))
-        hidden = torch.nn.functional.gelu(tower.conv1(features[..., :frames]))
+        frames = max(mel.shape[-1] for mel, _ in clips)
+        features = torch.zeros(len(clips), clips[0][0].shape[0], frames)  # [N, mels, frames]
+        for row, (mel, _) in enumerate(clips):
+            features[row, :, : mel.shape[-1]] = mel  # past a clip's own frames nothing valid is computed
+        features = features.to(self.device, self.dtype)
+        lengths = torch.tensor([valid for _, valid in clips], device=self.device)  # [N] valid mel frames
+        hidden = torch.nn.functional.gelu(tower.conv1(features))
         hidden = torch.nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)  # [N, frames/2, D]
         hidden = hidden + tower.embed_positions.weight[: hidden.shape[1]]
         conv_lengths = (lengths - 1) // 2 + 1
@@ -268,6 +291,11 @@ class ModelRunner:
         return ids.to(self.device), mask.to(self.device)
 
 
+def _audio_tokens(frames: int) -> int:
+    """Audio tokens for `frames` valid mel frames: conv stride 2, then pooling by 2 (the processor's formula)."""
+    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+
+
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -275,11 +303,6 @@ def _round_up(value: int, multiple: int) -> int:
 def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
     """[B, T] -> [B, width], zeros on the left."""
     return torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
-
-
-def _left_pad_seq(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, H, T, D] -> [B, H, width, D], zeros on the left (masked out, never attended)."""
-    return torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[2], 0))
 
 
 def _resolve_device(device: str) -> torch.device:

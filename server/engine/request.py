@@ -31,7 +31,7 @@ class SamplingParams:
 class Prompt:
     """A tokenized request: text ids with audio placeholders expanded, plus the audio features.
 
-    `features` is the model runner's own (tensors); everything above the runner only counts tokens.
+    `features` is the model runner's own (log-mel tensors per clip); everything above the runner only counts tokens.
     """
 
     token_ids: list[int]

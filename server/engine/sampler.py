@@ -49,8 +49,11 @@ class BatchSampler:
         """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
         logits = self._apply_penalties(logits)
         logits = self._block_early_eos(logits)
-        tokens = [self._sample_row(logits[i], p, g) for i, (p, g) in enumerate(zip(self.params, self.generators))]
-        token_ids = torch.tensor(tokens, device=logits.device)
+        token_ids = torch.argmax(logits, dim=-1)  # [B]: greedy rows are done with one call
+        for i, (p, g) in enumerate(zip(self.params, self.generators)):
+            if not p.greedy:
+                token_ids[i] = self._sample_row(logits[i], p, g)
+        tokens = token_ids.tolist()
         if self.counts is not None:
             self.counts[torch.arange(len(tokens)), token_ids] += 1
         self.generated = [n + 1 for n in self.generated]
@@ -76,8 +79,6 @@ class BatchSampler:
 
     @staticmethod
     def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> int:
-        if p.greedy:
-            return int(torch.argmax(logits))
         logits = logits / p.temperature
         if p.top_k > 0:
             kth = torch.topk(logits, min(p.top_k, logits.shape[-1])).values[-1]

@@ -133,23 +133,28 @@ async def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(runner):
         await engine.stop()
 
 
-def test_the_trimmed_encoder_matches_the_stock_one(runner):
-    """Valid-frame encoding gives the features the stock 30 s encoder gives (float32)."""
+def test_features_and_encoder_match_the_processor_and_stock_encoder(runner):
+    """Short log-mels + valid-frame encoding give what the processor + the stock 30 s encoder give (float32)."""
     import torch
+    from transformers.masking_utils import create_bidirectional_mask
 
-    clips = [tone(s, seed=i)[0] for i, s in enumerate((0.7, 5.0, 13.3, 30.0))]
-    conversation = [{"role": "user", "content": [{"type": "audio"}] * len(clips)}]
+    clips = [tone(s, seed=i)[0] for i, s in enumerate((0.7, 5.0, 13.3, 29.99, 30.0))]
+    conversation = [{"role": "user", "content": [{"type": "audio"}] * len(clips) + [{"type": "text", "text": "?"}]}]
     prompt = runner.prepare(conversation, clips)
+    text = runner.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    reference = runner.processor(text=text, audio=clips, sampling_rate=16_000, return_tensors="pt")
+    assert prompt.token_ids == reference["input_ids"][0].tolist()
+    features, mask = reference["input_features"], reference["feature_attention_mask"]
+    for (mel, valid), full, clip_mask in zip(prompt.features, features, mask, strict=True):
+        assert valid == int(clip_mask.sum())
+        assert torch.allclose(mel, full[:, : mel.shape[-1]], atol=1e-5)
+
     ours, _ = runner._encode_audio([prompt])
-    features, mask = prompt.features
     model = runner.model.model
     with torch.inference_mode():
-        _, out_lengths = model.audio_tower._get_feat_extract_output_lengths(mask.sum(-1))
         lengths = mask.sum(-1)
-        conv = (lengths - 1) // 2 + 1
-        valid = (torch.arange(1500)[None] < conv[:, None]).long()
-        from transformers.masking_utils import create_bidirectional_mask
-
+        _, out_lengths = model.audio_tower._get_feat_extract_output_lengths(lengths)
+        valid = (torch.arange(1500)[None] < ((lengths - 1) // 2 + 1)[:, None]).long()
         attn = create_bidirectional_mask(config=model.audio_tower.config, inputs_embeds=torch.zeros(len(clips), 1500, 1),
                                          attention_mask=valid)
         stock = model.multi_modal_projector(model.audio_tower(features, attention_mask=attn).last_hidden_state)

@@ -1,0 +1,165 @@
+"""Orchestration of one benchmark run: every system on the same model folder, the same workload, one machine."""
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import socket
+import sys
+import time
+from pathlib import Path
+
+from server.bench.http_load import ServerProcess, run_load
+from server.bench.recipe import run_recipe
+from server.bench.report import figures, write
+from server.bench.workload import Workload
+
+logger = logging.getLogger(__name__)
+SYSTEMS = ("recipe", "server", "transformers")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qwen2-audio-server bench", description=__doc__)
+    p.add_argument("--model", help="model folder (default: a random-weight model of --preset, written once)")
+    p.add_argument("--preset", choices=["tiny", "small", "full"], default="small",
+                   help="size of the random-weight model when --model is not given; full = the published 7B config")
+    p.add_argument("--requests", type=int, default=16)
+    p.add_argument("--clip-seconds", type=float, default=5.0)
+    p.add_argument("--output-tokens", type=int, default=32, help="forced output length of every request")
+    p.add_argument("--tasks", default="transcribe,chat", help="task mix, taken in turn")
+    p.add_argument("--concurrency", default="1,4,16", help="concurrency levels for this server")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="any of: recipe, server, transformers")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    p.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
+    model_dir = args.model or str(_preset_model(args.preset))
+    workload = Workload(args.requests, args.clip_seconds, args.output_tokens, tuple(args.tasks.split(",")))
+    requests = workload.build()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    systems = args.systems.split(",")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    if "recipe" in systems:
+        logger.info("recipe: sequential model.generate on %d requests", len(requests))
+        results.append(_recipe(model_dir, requests, args))
+    if "server" in systems:
+        results += _ours(model_dir, requests, levels, args, out)
+    if "transformers" in systems:
+        results += _transformers_serve(model_dir, requests, max(levels), args, out)
+    meta = {"model": model_dir, "preset": None if args.model else args.preset, "device": _device_name(args.device),
+            "requests": args.requests, "clip_seconds": args.clip_seconds, "output_tokens": args.output_tokens,
+            "tasks": workload.tasks, "date": time.strftime("%Y-%m-%d %H:%M")}
+    summary = write(out, meta, results)
+    print((out / "bench.md").read_text())
+    return 0 if summary["results"] else 1
+
+
+def _recipe(model_dir: str, requests, args) -> dict:
+    # A child process, so the recipe's memory peak is its own and its torch threads do not compete with ours.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        watcher = _ChildPeak(pool)
+        run = pool.apply(run_recipe, (model_dir, requests, args.output_tokens, args.device, args.dtype))
+        peak = watcher.stop()
+    return figures("recipe", 1, run, peak, run["gpu_peak_bytes"], args.output_tokens)
+
+
+def _ours(model_dir: str, requests, levels: list[int], args, out: Path) -> list[dict]:
+    port = _free_port()
+    command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
+               "--port", str(port), "--device", args.device, "--dtype", args.dtype,
+               "--max-batch-size", str(max(levels)), "--log-level", "warning"]
+    rows = []
+    with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / "server.log") as server:
+        for level in levels:
+            logger.info("qwen2-audio-server: %d requests at concurrency %d", len(requests), level)
+            run = asyncio.run(run_load(server.base_url, "bench", requests, args.output_tokens, level, "ours"))
+            rows.append(figures("qwen2-audio-server", level, run, server.peak_rss, _gpu_peak(server.base_url),
+                                args.output_tokens))
+    return rows
+
+
+def _transformers_serve(model_dir: str, requests, level: int, args, out: Path) -> list[dict]:
+    port = _free_port()
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_dir, "--port", str(port),
+               "--host", "127.0.0.1"]
+    try:
+        with ServerProcess(command, f"http://127.0.0.1:{port}", "/health", out / "transformers-serve.log") as server:
+            logger.info("transformers serve: %d requests at concurrency %d", len(requests), level)
+            run = asyncio.run(run_load(server.base_url, model_dir, requests, args.output_tokens, level, "transformers"))
+            return [figures("transformers serve", level, run, server.peak_rss, None, args.output_tokens)]
+    except RuntimeError as exc:  # it may refuse the model or the request: report that, do not invent a number
+        logger.warning("transformers serve could not be measured: %s", exc)
+        return []
+
+
+class _ChildPeak:
+    """Peak RSS of a pool's worker processes, sampled in a thread."""
+
+    def __init__(self, pool) -> None:
+        import threading
+
+        import psutil
+
+        self._pids = [p.pid for p in pool._pool]
+        self.peak = 0
+        self._stop = threading.Event()
+
+        def watch() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.peak = max(self.peak, sum(psutil.Process(pid).memory_info().rss for pid in self._pids))
+                except psutil.Error:
+                    pass
+                time.sleep(0.05)
+
+        self._thread = threading.Thread(target=watch, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _gpu_peak(base_url: str) -> int | None:
+    import httpx
+
+    for line in httpx.get(base_url + "/metrics").text.splitlines():
+        if line.startswith("qwen2_audio_gpu_memory_peak_bytes "):
+            return int(float(line.split()[1])) or None
+    return None
+
+
+def _preset_model(preset: str) -> Path:
+    from server.config import RANDOM_MODEL_DIR
+    from server.tiny_model import RANDOM_WEIGHTS_MARKER, write_tiny_model
+
+    path = RANDOM_MODEL_DIR.parent / f"bench-{preset}"
+    if not (path / RANDOM_WEIGHTS_MARKER).exists():
+        logger.info("writing a random-weight %s model to %s", preset, path)
+        write_tiny_model(path, preset=preset)
+    return path
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
