@@ -7,6 +7,7 @@ import multiprocessing
 import socket
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from server.bench.http_load import ServerProcess, run_load
@@ -64,9 +65,10 @@ def main(argv: list[str]) -> int:
 
 def _recipe(model_dir: str, requests, args) -> dict:
     # A child process, so the recipe's memory peak is its own and its torch threads do not compete with ours.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        watcher = _ChildPeak(pool)
-        run = pool.apply(run_recipe, (model_dir, requests, args.output_tokens, args.device, args.dtype))
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(run_recipe, model_dir, requests, args.output_tokens, args.device, args.dtype)
+        watcher = _ChildPeak([p.pid for p in pool._processes.values()])
+        run = future.result()
         peak = watcher.stop()
     return figures("recipe", 1, run, peak, run["gpu_peak_bytes"], args.output_tokens)
 
@@ -101,14 +103,14 @@ def _transformers_serve(model_dir: str, requests, level: int, args, out: Path) -
 
 
 class _ChildPeak:
-    """Peak RSS of a pool's worker processes, sampled in a thread."""
+    """Peak RSS of some processes, sampled in a thread."""
 
-    def __init__(self, pool) -> None:
+    def __init__(self, pids: list[int]) -> None:
         import threading
 
         import psutil
 
-        self._pids = [p.pid for p in pool._pool]
+        self._pids = pids
         self.peak = 0
         self._stop = threading.Event()
 
