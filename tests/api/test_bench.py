@@ -15,7 +15,8 @@ def test_bench_runs_all_systems_with_forced_lengths(tiny_model_dir, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((out / "bench.json").read_text())
     systems = [(r["system"], r["concurrency"]) for r in summary["results"]]
-    assert systems == [("recipe", 1), ("qwen2-audio-server", 1), ("qwen2-audio-server", 4), ("transformers serve", 4)]
+    assert systems == [("recipe", 1), ("qwen2-audio-server", 1), ("qwen2-audio-server", 4), ("transformers serve", 4)], (
+        run.stderr[-3000:])
     for row in summary["results"]:
         assert row["output_tokens"] == 4 * 8, row  # every system really produced the forced length
         assert row["requests_per_s"] > 0 and row["latency_p95_s"] >= row["latency_p50_s"] > 0
