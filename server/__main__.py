@@ -37,13 +37,14 @@ def serve(argv: list[str]) -> int:
     from server.app import build_runner, create_app
     from server.config import Settings
     from server.engine.model_runner import ModelLoadError
+    from server.request_context import configure_logging
 
     try:
         settings = CliApp.run(Settings, cli_args=argv)
     except ValidationError as exc:
         print(f"qwen2-audio-server serve: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         runner = build_runner(settings)  # before binding the port, so a bad --model fails at once and clearly
     except ModelLoadError as exc:
@@ -53,21 +54,19 @@ def serve(argv: list[str]) -> int:
     # make that handler a clean exit, so `docker stop` and Kubernetes see status 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings, runner), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=30)
+                log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_grace_s or None)
     return 0
 
 
 def tiny_model(out_dir: str, seed: int) -> int:
-    _configure_logging("info")
+    from server.request_context import configure_logging
     from server.tiny_model import write_tiny_model
+
+    configure_logging("info")
 
     path = write_tiny_model(out_dir, seed=seed)
     print(f"wrote a random-weight Qwen2-Audio to {path}; serve it with: qwen2-audio-server serve --model {path}")
     return 0
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,26 @@ class Settings(BaseSettings):
     """Weight dtype; auto is bfloat16 on CUDA and float32 on CPU."""
     api_key: Annotated[list[str], NoDecode] = []
     """API keys clients must send as `Authorization: Bearer KEY` (repeat the flag, or comma-separate in the variable). None: open."""
+    api_key_file: Path | None = None
+    """File with more API keys, one per line (# starts a comment)."""
+    metrics_require_key: bool = False
+    """Ask /metrics for an API key too (health and readiness always stay open)."""
+    cors_origin: Annotated[list[str], NoDecode] = []
+    """Browser origins allowed to call the API (CORS), e.g. https://app.example.com, or * for any. None: CORS off."""
+    allow_remote_audio_host: Annotated[list[str], NoDecode] = []
+    """Hosts that chat `audio_url` may fetch over http(s) (redirects only among them). None: remote fetching off."""
+    allow_local_audio_dir: Path | None = None
+    """Folder that chat `audio_url` may read with file:// URLs. None: file URLs off."""
+    remote_audio_max_mb: float = Field(25.0, gt=0)
+    """Largest audio fetched for an audio_url, in MiB."""
+    remote_audio_timeout_s: float = Field(10.0, gt=0)
+    """Time limit for fetching one audio_url."""
+    max_queue: int = Field(256, ge=1)
+    """Requests that may wait for a batch slot; past it new requests get 429 with Retry-After."""
+    request_timeout_s: float = Field(600.0, ge=0)
+    """A request still unfinished after this many seconds is stopped and answered 504 (0: no limit)."""
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight requests may take to finish before the server exits."""
     max_batch_size: int = Field(16, ge=1, le=1024)
     """Most requests decoded together in one batch."""
     batch_wait_ms: float = Field(5.0, ge=0, le=1000)
@@ -50,15 +70,25 @@ class Settings(BaseSettings):
     """Output-token limit of a request that sets none."""
     max_upload_mb: float = Field(100.0, gt=0)
     """Largest accepted request body, in MiB (413 above it)."""
+    max_audio_seconds: float = Field(7200.0, gt=0)
+    """Longest accepted audio per request, in seconds (400 above it)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
 
-    @field_validator("api_key", "model_alias", mode="before")
+    @field_validator("api_key", "model_alias", "cors_origin", "allow_remote_audio_host", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    def api_keys(self) -> set[str]:
+        """--api-key plus the keys in --api-key-file."""
+        keys = set(self.api_key)
+        if self.api_key_file is not None:
+            lines = self.api_key_file.read_text().splitlines()
+            keys |= {line.strip() for line in lines if line.strip() and not line.strip().startswith("#")}
+        return keys
 
     @property
     def model_path(self) -> str:

@@ -4,8 +4,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.request_context import request_id
 
 logger = logging.getLogger(__name__)
 
@@ -17,15 +19,21 @@ _TYPES = {
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers
 
     def body(self) -> dict:
         return error_body(self.status, self.message, self.param, self.code)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready."""
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -50,7 +58,9 @@ def describe_validation_error(errors: list[dict]) -> tuple[str, str | None]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        if exc.status >= 500:
+            logger.error("%d: %s", exc.status, exc.message)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,7 +72,13 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(ClientDisconnected)
+    async def _gone(_: Request, exc: Exception) -> Response:
+        logger.info("client disconnected; its request was cancelled")
+        return Response(status_code=499)  # nobody is listening; nginx's code for it, for the logs
+
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body(500, "internal server error"), status_code=500)
+        message = f"internal server error (request id {request_id.get()})"
+        return JSONResponse(error_body(500, message), status_code=500)

@@ -1,12 +1,15 @@
 """What every endpoint does with the engine: fit the prompt into the context, run it, collect or stream events."""
 
+import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from server.api.errors import APIError, bad_request
-from server.engine.engine import Engine, RequestStream, RequestTooLargeError
+from server.engine.engine import Engine, QueueFullError, RequestStream, RequestTooLargeError
 from server.engine.request import EngineError, Prompt, RequestOutput, SamplingParams, TokenLogprob
+from server.request_context import request_id
 
 
 def output_budget(engine: Engine, prompt: Prompt, requested: int | None, default: int) -> int:
@@ -25,9 +28,12 @@ def output_budget(engine: Engine, prompt: Prompt, requested: int | None, default
 
 def submit(engine: Engine, prompt: Prompt, params: SamplingParams) -> RequestStream:
     try:
-        stream = engine.submit(prompt, params)
+        stream = engine.submit(prompt, params, request_id.get())
     except RequestTooLargeError as exc:
         raise bad_request(str(exc), param="max_tokens", code="context_length_exceeded") from exc
+    except QueueFullError as exc:
+        retry = str(max(1, math.ceil(engine.queue_depth / max(1, engine.config.max_batch_size))))
+        raise APIError(429, f"the server is busy: {exc}", code="server_busy", headers={"Retry-After": retry}) from exc
     except EngineError as exc:
         raise APIError(503, str(exc), code="engine_unavailable") from exc
     engine.metrics.prompt_tokens.inc(prompt.num_tokens)
@@ -48,26 +54,36 @@ class Completion:
         self.finish_reason = event.finish_reason or self.finish_reason
 
 
-async def collect(stream: RequestStream) -> Completion:
-    """Run a request to its end; cancel it if the caller goes away first."""
+async def collect(stream: RequestStream, timeout_s: float) -> Completion:
+    """Run a request to its end within the deadline; cancel it if the caller goes away first."""
     completion = Completion()
     try:
-        async for event in stream:
-            completion.add(event)
+        async with asyncio.timeout(timeout_s or None):
+            async for event in stream:
+                completion.add(event)
+    except TimeoutError as exc:
+        raise timed_out(timeout_s) from exc
     except EngineError as exc:
-        raise APIError(500, str(exc), code="engine_error") from exc
+        raise APIError(500, f"{exc} (request id {stream.request_id})", code="engine_error") from exc
     finally:
         stream.cancel()
     return completion
 
 
-async def events(stream: RequestStream) -> AsyncIterator[RequestOutput]:
-    """A request's events; when the client disconnects the generator is closed and the request cancelled."""
+async def events(stream: RequestStream, timeout_s: float) -> AsyncIterator[RequestOutput]:
+    """A request's events within the deadline; a client that disconnects closes the generator and cancels the work."""
     try:
-        async for event in stream:
-            yield event
+        async with asyncio.timeout(timeout_s or None):
+            async for event in stream:
+                yield event
+    except TimeoutError as exc:
+        raise timed_out(timeout_s) from exc
     finally:
         stream.cancel()
+
+
+def timed_out(timeout_s: float) -> APIError:
+    return APIError(504, f"the request did not finish within the server's limit of {timeout_s:g} s", code="timeout")
 
 
 def sse(payload: dict | str) -> str:
@@ -77,7 +93,7 @@ def sse(payload: dict | str) -> str:
 
 def sse_error(exc: Exception) -> str:
     status = exc.status if isinstance(exc, APIError) else 500
-    message = exc.message if isinstance(exc, APIError) else str(exc)
+    message = exc.message if isinstance(exc, APIError) else f"{exc} (request id {request_id.get()})"
     return sse({"error": {"message": message, "type": "server_error" if status >= 500 else "invalid_request_error",
                           "param": None, "code": None}})
 

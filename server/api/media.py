@@ -1,39 +1,121 @@
-"""Audio inputs of requests -> samples, with each decoding failure mapped to its HTTP status."""
+"""Audio inputs of requests -> samples: uploads, base64, data URLs, and (when the operator allows) remote or
+local files. Each failure becomes its HTTP status here."""
 
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
 import numpy as np
 
 from server.api.errors import APIError, bad_request
 from server.api.protocol import AudioURLPart, InputAudioPart
 from server.audio.decode import (
+    AudioTooLongError,
     EmptyAudioError,
     InvalidAudioURLError,
     UndecodableAudioError,
+    data_url_bytes,
     decode_audio,
-    decode_base64_audio,
-    decode_data_url,
+    decode_base64,
 )
+from server.config import Settings
+
+MAX_REDIRECTS = 3
 
 
-def decode_upload(data: bytes, param: str = "file") -> np.ndarray:
-    return _mapped(lambda: decode_audio(data), param)
+@dataclass(frozen=True)
+class MediaPolicy:
+    max_seconds: float
+    remote_hosts: frozenset[str]
+    local_dir: Path | None
+    max_fetch_bytes: int
+    fetch_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "MediaPolicy":
+        local = settings.allow_local_audio_dir.resolve() if settings.allow_local_audio_dir else None
+        return cls(settings.max_audio_seconds, frozenset(h.lower() for h in settings.allow_remote_audio_host), local,
+                   int(settings.remote_audio_max_mb * 2**20), settings.remote_audio_timeout_s)
 
 
-def decode_part_audio(part: InputAudioPart | AudioURLPart, param: str) -> np.ndarray:
+async def upload_audio(data: bytes, policy: MediaPolicy, param: str = "file") -> np.ndarray:
+    return await _decode(data, policy, param)
+
+
+async def part_audio(part: InputAudioPart | AudioURLPart, policy: MediaPolicy, param: str) -> np.ndarray:
     if isinstance(part, InputAudioPart):
-        return _mapped(lambda: decode_base64_audio(part.input_audio.data), param)
+        return await _decode(_mapped(lambda: decode_base64(part.input_audio.data), param), policy, param)
     url = part.audio_url.url
-    if not url.startswith("data:"):
-        raise bad_request(
-            "audio_url must be a data: URL (data:audio/wav;base64,...); fetching remote or file URLs is disabled",
-            param=param, code="unsupported_url",
-        )
-    return _mapped(lambda: decode_data_url(url), param)
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "data":
+        data = _mapped(lambda: data_url_bytes(url), param)
+    elif scheme in ("http", "https"):
+        data = await _fetch(url, policy, param)
+    elif scheme == "file":
+        data = await asyncio.to_thread(_read_local, url, policy, param)
+    else:
+        raise bad_request("audio_url must be a data:, http(s): or file: URL", param=param, code="unsupported_url")
+    return await _decode(data, policy, param)
 
 
-def _mapped(decode, param: str) -> np.ndarray:
+async def _decode(data: bytes, policy: MediaPolicy, param: str) -> np.ndarray:
+    return await asyncio.to_thread(_mapped, lambda: decode_audio(data, policy.max_seconds), param)
+
+
+async def _fetch(url: str, policy: MediaPolicy, param: str) -> bytes:
+    """GET an allowed host's audio, following redirects only among allowed hosts, within size and time limits."""
+    try:
+        async with asyncio.timeout(policy.fetch_timeout_s), httpx.AsyncClient(follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                host = (urlsplit(url).hostname or "").lower()
+                if host not in policy.remote_hosts:
+                    raise bad_request(f"fetching audio from {host or 'that URL'!r} is not allowed on this server",
+                                      param=param, code="url_not_allowed")
+                async with client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers.get("location", ""))
+                        continue
+                    if response.status_code != 200:
+                        raise bad_request(f"fetching the audio_url answered HTTP {response.status_code}", param=param)
+                    return await _read_limited(response, policy.max_fetch_bytes, param)
+            raise bad_request("the audio_url redirects too many times", param=param)
+    except TimeoutError as exc:
+        raise bad_request(f"fetching the audio_url took longer than {policy.fetch_timeout_s:g} s", param=param) from exc
+    except httpx.HTTPError as exc:
+        raise bad_request(f"could not fetch the audio_url ({type(exc).__name__})", param=param) from exc
+
+
+async def _read_limited(response: httpx.Response, limit: int, param: str) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise APIError(413, f"the audio_url is larger than this server's limit of {limit / 2**20:g} MiB", param,
+                           "payload_too_large")
+    return bytes(body)
+
+
+def _read_local(url: str, policy: MediaPolicy, param: str) -> bytes:
+    if policy.local_dir is None:
+        raise bad_request("file: URLs are not allowed on this server", param=param, code="url_not_allowed")
+    path = Path(unquote(urlsplit(url).path)).resolve()
+    if not path.is_relative_to(policy.local_dir):
+        raise bad_request("that file is outside the folder this server may read", param=param, code="url_not_allowed")
+    if not path.is_file():
+        raise bad_request("no such file in the allowed folder", param=param)
+    size = path.stat().st_size
+    if size > policy.max_fetch_bytes:
+        raise APIError(413, f"the file is larger than this server's limit of {policy.max_fetch_bytes / 2**20:g} MiB",
+                       param, "payload_too_large")
+    return path.read_bytes()
+
+
+def _mapped(decode, param: str):
     try:
         return decode()
     except UndecodableAudioError as exc:
         raise APIError(415, f"{exc}; send wav, mp3, flac, ogg/opus, m4a/aac, webm or mp4", param, "invalid_audio") from exc
-    except (EmptyAudioError, InvalidAudioURLError) as exc:
+    except (EmptyAudioError, InvalidAudioURLError, AudioTooLongError) as exc:
         raise bad_request(str(exc), param=param, code="invalid_audio") from exc

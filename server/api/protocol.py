@@ -4,7 +4,7 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from server.engine.request import SamplingParams
 
@@ -57,7 +57,7 @@ class ChatCompletionRequest(_Request):
     audio: dict | None = None
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
-    logprobs: bool = False
+    logprobs: StrictBool = False
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     modalities: list[str] | None = None
@@ -66,7 +66,7 @@ class ChatCompletionRequest(_Request):
     response_format: dict | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     tool_choice: str | dict | None = None
@@ -79,7 +79,7 @@ class ChatCompletionRequest(_Request):
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
     min_tokens: int = Field(0, ge=0)
-    ignore_eos: bool = False
+    ignore_eos: StrictBool = False
 
     @model_validator(mode="after")
     def _supported(self) -> "ChatCompletionRequest":

@@ -1,7 +1,7 @@
 """HTTP routes, kept thin: parse, call the serving layer, map the result to a response."""
 
-import time
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from server.api.errors import APIError, bad_request, describe_validation_error, error_body
+from server.api.errors import APIError, ClientDisconnected, bad_request, describe_validation_error, error_body
 from server.api.protocol import ChatCompletionRequest, ModelCard, ModelList, TranscriptionRequest
 from server.api.serving_transcription import Task
 
@@ -18,7 +18,7 @@ _TEXT_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
 
 
 def verify_api_key(request: Request) -> None:
-    keys = request.app.state.settings.api_key
+    keys = request.app.state.api_keys
     if not keys:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -79,7 +79,7 @@ async def translations(request: Request, form: TranscriptionForm) -> Response:
 
 async def _transcribe(request: Request, form: tuple[TranscriptionRequest, bytes], task: Task) -> Response:
     parsed, audio = form
-    result = await request.app.state.transcription.create(parsed, audio, task)
+    result = await until_disconnected(request, request.app.state.transcription.create(parsed, audio, task))
     if isinstance(result, AsyncIterator):
         return StreamingResponse(result, media_type="text/event-stream")
     if isinstance(result, str):
@@ -90,7 +90,7 @@ async def _transcribe(request: Request, form: tuple[TranscriptionRequest, bytes]
 @v1.post("/chat/completions")
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     check_model(request, body.model)
-    result = await request.app.state.chat.create(body)
+    result = await until_disconnected(request, request.app.state.chat.create(body))
     if isinstance(result, AsyncIterator):
         return StreamingResponse(result, media_type="text/event-stream")
     return JSONResponse(result.model_dump())
@@ -121,12 +121,32 @@ async def ready(request: Request) -> Response:
 
 @public.get("/metrics")
 async def metrics(request: Request) -> Response:
+    if request.app.state.settings.metrics_require_key:
+        verify_api_key(request)
     engine = request.app.state.engine
     engine.metrics.queue_depth.set(engine.queue_depth)
     engine.metrics.gpu_memory_peak.set(engine.runner.peak_memory_bytes())
     return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def record_request(metrics, endpoint: str, status: int, started: float) -> None:
-    metrics.requests.labels(endpoint, str(status)).inc()
-    metrics.request_latency.labels(endpoint).observe(time.perf_counter() - started)
+async def until_disconnected(request: Request, work: Awaitable):
+    """Await `work`, cancelling it (and so its engine request) if the client disconnects first.
+
+    Streams need no help (Starlette closes a stream whose client left); this covers answers sent whole.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientDisconnected
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

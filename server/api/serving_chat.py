@@ -1,6 +1,5 @@
 """POST /v1/chat/completions: OpenAI messages with audio parts -> the engine -> a completion or chunks."""
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -9,7 +8,7 @@ import numpy as np
 
 from server.api.errors import bad_request
 from server.api.generation import Completion, collect, events, output_budget, prepare, sse, sse_error, submit
-from server.api.media import decode_part_audio
+from server.api.media import MediaPolicy, part_audio
 from server.api.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -26,18 +25,21 @@ from server.api.protocol import (
     Usage,
 )
 from server.audio.chunking import split_fixed
+from server.config import Settings
 from server.engine.engine import Engine
 from server.engine.request import Prompt, TokenLogprob
 
 
 class ChatServing:
-    def __init__(self, engine: Engine, model_id: str, default_max_tokens: int) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
-        self.model_id = model_id
-        self.default_max_tokens = default_max_tokens
+        self.model_id = settings.model_id
+        self.default_max_tokens = settings.default_max_tokens
+        self.timeout_s = settings.request_timeout_s
+        self.media = MediaPolicy.from_settings(settings)
 
     async def create(self, request: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[str]:
-        conversation, clips = await asyncio.to_thread(to_conversation, request.messages)
+        conversation, clips = await to_conversation(request.messages, self.media)
         prompt = await prepare(self.engine, conversation, clips)
         self.engine.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)
         max_tokens = output_budget(self.engine, prompt, request.requested_max_tokens, self.default_max_tokens)
@@ -45,8 +47,8 @@ class ChatServing:
         stream = submit(self.engine, prompt, params)
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return self._chunks(events(stream), prompt, include_usage)
-        completion = await collect(stream)
+            return self._chunks(events(stream, self.timeout_s), prompt, include_usage)
+        completion = await collect(stream, self.timeout_s)
         return ChatCompletion(
             model=self.model_id,
             choices=[Choice(
@@ -96,7 +98,7 @@ class ChatServing:
         return TopLogprob(token=piece, logprob=logprob, bytes=list(piece.encode()))
 
 
-def to_conversation(messages: list[ChatMessage]) -> tuple[list[dict], list[np.ndarray]]:
+async def to_conversation(messages: list[ChatMessage], media: MediaPolicy) -> tuple[list[dict], list[np.ndarray]]:
     """OpenAI messages -> the chat template's messages (audio parts become {"type": "audio"}) and the clips.
 
     Audio longer than the encoder's 30 s window becomes consecutive clips, so nothing is silently cut.
@@ -114,7 +116,7 @@ def to_conversation(messages: list[ChatMessage]) -> tuple[list[dict], list[np.nd
                 continue
             if role != "user":
                 raise bad_request("audio is accepted in user messages only", param=f"messages.{index}.content")
-            samples = decode_part_audio(part, f"messages.{index}.content.{part_index}")
+            samples = await part_audio(part, media, f"messages.{index}.content.{part_index}")
             for _, piece in split_fixed(samples):
                 parts.append({"type": "audio"})
                 clips.append(piece)

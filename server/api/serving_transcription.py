@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 
 from server.api.errors import bad_request
-from server.api.generation import Completion, collect, output_budget, prepare, sse, sse_error, submit
+from server.api.generation import Completion, collect, output_budget, prepare, sse, sse_error, submit, timed_out
 from server.api.languages import language_name
-from server.api.media import decode_upload
+from server.api.media import MediaPolicy, upload_audio
 from server.api.protocol import (
     DurationUsage,
     InputTokenDetails,
@@ -30,6 +30,7 @@ from server.api.protocol import (
 from server.api.subtitles import to_srt, to_vtt
 from server.audio.chunking import split_fixed
 from server.audio.decode import duration_seconds
+from server.config import Settings
 from server.engine.engine import Engine, RequestStream
 from server.engine.request import Prompt, SamplingParams
 
@@ -49,19 +50,24 @@ class Piece:
 
 
 class TranscriptionServing:
-    def __init__(self, engine: Engine, default_max_tokens: int) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
-        self.default_max_tokens = default_max_tokens
+        self.default_max_tokens = settings.default_max_tokens
+        self.timeout_s = settings.request_timeout_s
+        self.media = MediaPolicy.from_settings(settings)
 
     async def create(self, request: TranscriptionRequest, audio: bytes, task: Task) -> str | dict | AsyncIterator[str]:
-        samples = await asyncio.to_thread(decode_upload, audio)
+        samples = await upload_audio(audio, self.media)
         duration = duration_seconds(samples)
         self.engine.metrics.audio_seconds.labels(f"{task}").inc(duration)
         pieces = await self._submit(request, samples, task)
         if request.stream:
             return self._events(pieces)
         try:
-            completions = [await collect(piece.stream) for piece in pieces]
+            async with asyncio.timeout(self.timeout_s or None):
+                completions = [await collect(piece.stream, 0) for piece in pieces]
+        except TimeoutError as exc:
+            raise timed_out(self.timeout_s) from exc
         finally:
             _cancel(pieces)
         return self._format(request, task, duration, pieces, completions)
@@ -90,17 +96,21 @@ class TranscriptionServing:
         completions: list[Completion] = []
         text = ""
         try:
-            for piece in pieces:
-                completion = Completion()
-                async for event in piece.stream:
-                    first_text = not completion.text
-                    completion.add(event)
-                    if event.text:
-                        delta = (" " if first_text and text else "") + event.text  # as join_pieces joins
-                        text += delta
-                        yield sse({"type": "transcript.text.delta", "delta": delta})
-                completions.append(completion)
-        except Exception as exc:
+            async with asyncio.timeout(self.timeout_s or None):
+                for piece in pieces:
+                    completion = Completion()
+                    async for event in piece.stream:
+                        first_text = not completion.text
+                        completion.add(event)
+                        if event.text:
+                            delta = (" " if first_text and text else "") + event.text  # as join_pieces joins
+                            text += delta
+                            yield sse({"type": "transcript.text.delta", "delta": delta})
+                    completions.append(completion)
+        except TimeoutError:
+            yield sse_error(timed_out(self.timeout_s))
+            return
+        except Exception as exc:  # headers are sent: the error travels as an event the SDK raises
             yield sse_error(exc)
             return
         finally:

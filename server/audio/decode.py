@@ -21,12 +21,22 @@ class UndecodableAudioError(ValueError):
     """The input is not audio FFmpeg can decode (415)."""
 
 
-def decode_audio(data: bytes) -> np.ndarray:
-    """Decode the first audio stream, downmixed to mono and resampled to 16 kHz by libswresample."""
+class AudioTooLongError(ValueError):
+    """The audio is longer than the server accepts (400)."""
+
+
+def decode_audio(data: bytes, max_seconds: float = float("inf")) -> np.ndarray:
+    """Decode the first audio stream, downmixed to mono and resampled to 16 kHz by libswresample.
+
+    Decoding stops as soon as the audio passes `max_seconds`, so a small file that unpacks to hours costs
+    no more memory than the limit allows.
+    """
     if not data:
         raise EmptyAudioError("the audio file is empty")
     try:
-        samples = _decode_with_pyav(data)
+        samples = _decode_with_pyav(data, max_samples=max_seconds * SAMPLE_RATE)
+    except AudioTooLongError:
+        raise
     except Exception as exc:  # whatever FFmpeg makes of hostile bytes, it is not audio we can use
         raise UndecodableAudioError(f"could not decode the audio ({_reason(exc)})") from exc
     if samples.size == 0:
@@ -35,38 +45,41 @@ def decode_audio(data: bytes) -> np.ndarray:
     return np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
 
 
-def _decode_with_pyav(data: bytes) -> np.ndarray:
+def _decode_with_pyav(data: bytes, max_samples: float) -> np.ndarray:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     chunks: list[np.ndarray] = []
+    total = 0
     with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
         if not container.streams.audio:
             raise ValueError("no audio stream")
         stream = container.streams.audio[0]
         for frame in container.decode(stream):
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            total += frame.samples * SAMPLE_RATE / (frame.sample_rate or SAMPLE_RATE)
+            if total > max_samples:
+                raise AudioTooLongError(f"the audio is longer than this server's limit of {max_samples / SAMPLE_RATE:g} s")
         chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
 
 
-def decode_base64_audio(data: str) -> np.ndarray:
-    """Decode audio given as base64 (OpenAI's `input_audio.data`)."""
+def decode_base64(data: str) -> bytes:
+    """The bytes of base64 audio (OpenAI's `input_audio.data`)."""
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidAudioURLError("audio data is not valid base64") from exc
-    return decode_audio(raw)
 
 
 class InvalidAudioURLError(ValueError):
     """A malformed data URL or base64 payload (400)."""
 
 
-def decode_data_url(url: str) -> np.ndarray:
-    """Decode a `data:audio/...;base64,...` URL."""
+def data_url_bytes(url: str) -> bytes:
+    """The bytes of a `data:audio/...;base64,...` URL."""
     match = _DATA_URL.match(url)
     if match is None or not match.group("b64"):
         raise InvalidAudioURLError("audio_url must be a base64 data URL: data:audio/<format>;base64,<data>")
-    return decode_base64_audio(match.group("data"))
+    return decode_base64(match.group("data"))
 
 
 def duration_seconds(samples: np.ndarray) -> float:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from server.engine.detokenizer import IncrementalDetokenizer
 from server.engine.model_runner import BatchState, ModelRunner, StepOutput
-from server.engine.request import EngineError, Prompt, RequestOutput, SamplingParams
+from server.engine.request import EngineError, OutOfMemory, Prompt, RequestOutput, SamplingParams
 from server.engine.scheduler import Scheduler
 from server.metrics import Metrics
 
@@ -27,11 +27,19 @@ class RequestTooLargeError(EngineError):
     """The request can never fit the KV-cache budget (a 400, not a wait)."""
 
 
+class QueueFullError(EngineError):
+    """Too many requests are waiting already (a 429: come back later)."""
+
+
+MAX_CONSECUTIVE_FAILURES = 3  # steps failing in a row mean the engine itself is broken, not one batch
+
+
 @dataclass(slots=True)
 class EngineConfig:
     max_batch_size: int = 16
     batch_wait_s: float = 0.005
     kv_budget_tokens: int = 65_536
+    max_queue: int = 256
 
 
 class Sequence:
@@ -103,6 +111,7 @@ class Engine:
         self._prep_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prep")
         self._ids = itertools.count()
         self._loop_task: asyncio.Task | None = None
+        self._failures = 0
         self.ready = False
         metrics.kv_budget.set(config.kv_budget_tokens)
 
@@ -139,6 +148,8 @@ class Engine:
             raise EngineError("the engine is not running")
         detokenizer = IncrementalDetokenizer(self.runner.decode_tokens, params.stop)
         seq = Sequence(request_id or f"req-{next(self._ids)}", prompt, params, detokenizer)
+        if len(self._waiting) >= self.config.max_queue:
+            raise QueueFullError(f"{len(self._waiting)} requests are already waiting; retry shortly")
         if not self.scheduler.fits_alone(seq):
             raise RequestTooLargeError(
                 f"the request needs {seq.max_total_tokens} tokens of KV cache (prompt plus max_tokens); this server's "
@@ -151,19 +162,27 @@ class Engine:
 
     # ---- the worker loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while True:
+        while self._failures < MAX_CONSECUTIVE_FAILURES:
             if not self._running:
                 await self._wait_for_requests()
             try:
                 if self._running:
                     await self._decode()
                 await self._admit()
+                self._failures = 0
             except Exception as exc:  # a failing step fails the requests it carried, never the engine
-                logger.exception("a model step failed; failing its %d requests", len(self._running))
+                self._failures += 1
+                ids = ", ".join(seq.request_id for seq in self._running) or "none"
+                logger.exception("a model step failed; failing its requests: %s", ids)
                 for seq in self._running:
-                    seq.fail(EngineError(f"the model failed on this batch: {type(exc).__name__}"))
+                    seq.fail(EngineError(f"the model failed on this batch ({type(exc).__name__})"))
                 self._running, self._state = [], None
             self._publish_load()
+        logger.critical("%d model steps failed in a row: the engine stops and readiness turns false", self._failures)
+        self.ready = False
+        for seq in self._waiting:
+            seq.fail(EngineError("the engine has stopped after repeated model failures"))
+        self._waiting.clear()
 
     async def _wait_for_requests(self) -> None:
         """Idle until a request arrives, then give its burst batch_wait_s to arrive too, so they prefill together."""
@@ -187,16 +206,32 @@ class Engine:
         for seq in admitted:
             if seq.cancelled:
                 seq.finished = True
-        if not joining:
+        while joining:
+            try:
+                state, step = await self._run(self.runner.prefill, [s.prompt for s in joining], [s.params for s in joining])
+            except OutOfMemory as exc:
+                joining = self._shed(joining, exc)
+                continue
+            self.metrics.prefill_seconds.observe(step.seconds)
+            if step.encoder_seconds:
+                self.metrics.encoder_seconds.observe(step.encoder_seconds)
+            joining = await self._advance(joining, step, state)
+            if joining:
+                self._state = state if self._state is None else await self._run(self.runner.merge, self._state, state)
+                self._running += joining
             return
-        state, step = await self._run(self.runner.prefill, [s.prompt for s in joining], [s.params for s in joining])
-        self.metrics.prefill_seconds.observe(step.seconds)
-        if step.encoder_seconds:
-            self.metrics.encoder_seconds.observe(step.encoder_seconds)
-        joining = await self._advance(joining, step, state)
-        if joining:
-            self._state = state if self._state is None else await self._run(self.runner.merge, self._state, state)
-            self._running += joining
+
+    def _shed(self, joining: list[Sequence], exc: OutOfMemory) -> list[Sequence]:
+        """Out of memory while prefilling: retry with half, the other half back at the head of the queue."""
+        if len(joining) == 1:
+            logger.error("out of memory prefilling request %s alone: %s", joining[0].request_id, exc)
+            joining[0].fail(EngineError("out of memory: this request does not fit next to the running batch"))
+            return []
+        keep, back = joining[: len(joining) // 2], joining[len(joining) // 2 :]
+        logger.warning("out of memory prefilling %d requests; retrying %d, requeueing %d", len(joining), len(keep),
+                       len(back))
+        self._waiting.extendleft(reversed(back))
+        return keep
 
     async def _advance(self, rows: list[Sequence], step: StepOutput, state: BatchState) -> list[Sequence]:
         """Hand each row its token; drop the rows that ended from the batch; return those that go on."""

@@ -12,7 +12,7 @@ from transformers import AutoProcessor, DynamicCache, Qwen2AudioForConditionalGe
 from transformers.masking_utils import create_bidirectional_mask
 
 from server.engine import kv_cache
-from server.engine.request import Prompt, SamplingParams, TokenLogprob
+from server.engine.request import OutOfMemory, Prompt, SamplingParams, TokenLogprob
 from server.engine.sampler import BatchSampler
 from server.tiny_model import RANDOM_WEIGHTS_MARKER, write_tiny_model
 
@@ -181,9 +181,28 @@ class ModelRunner:
         return self._detokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     # ---- steps -----------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def prefill(self, prompts: list[Prompt], params: list[SamplingParams]) -> tuple[BatchState, StepOutput]:
         """Encode the audio and the prompts of new requests (left-padded) and sample each row's first token."""
+        try:
+            return self._prefill(prompts, params)
+        except torch.OutOfMemoryError as exc:
+            self._release_cached_memory()
+            raise OutOfMemory(str(exc).splitlines()[0]) from exc
+
+    def decode(self, state: BatchState) -> StepOutput:
+        """One token for every row of the running batch."""
+        try:
+            return self._decode(state)
+        except torch.OutOfMemoryError as exc:
+            self._release_cached_memory()
+            raise OutOfMemory(str(exc).splitlines()[0]) from exc
+
+    def _release_cached_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    @torch.inference_mode()
+    def _prefill(self, prompts: list[Prompt], params: list[SamplingParams]) -> tuple[BatchState, StepOutput]:
         started = time.perf_counter()
         input_ids, attention_mask = self._left_pad([p.token_ids for p in prompts])
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], as generate() computes them
@@ -202,8 +221,7 @@ class ModelRunner:
         return state, step
 
     @torch.inference_mode()
-    def decode(self, state: BatchState) -> StepOutput:
-        """One token for every row of the running batch."""
+    def _decode(self, state: BatchState) -> StepOutput:
         started = time.perf_counter()
         mask = state.attention_mask
         state.attention_mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, T+1]

@@ -67,3 +67,7 @@ class RequestOutput:
 
 class EngineError(RuntimeError):
     """The engine could not run this request (a failing batch, or the engine stopping)."""
+
+
+class OutOfMemory(RuntimeError):
+    """The accelerator ran out of memory during a step (raised by the model runner, so no one else imports torch)."""

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from server.audio.decode import (
+    AudioTooLongError,
     EmptyAudioError,
     InvalidAudioURLError,
     UndecodableAudioError,
+    data_url_bytes,
     decode_audio,
-    decode_data_url,
 )
 from tests.audio_samples import FORMATS, encode, tone
 
@@ -64,11 +65,17 @@ def test_data_url_round_trip():
     import base64
 
     data = encode(tone(1.0), "flac")
-    samples = decode_data_url("data:audio/flac;base64," + base64.b64encode(data).decode())
+    samples = decode_audio(data_url_bytes("data:audio/flac;base64," + base64.b64encode(data).decode()))
     assert abs(samples.shape[0] - 16_000) < 200
 
 
 @pytest.mark.parametrize("url", ["data:audio/wav,plain", "data:audio/wav;base64,@@@not-base64@@@", "http://x/a.wav"])
 def test_bad_data_urls(url):
     with pytest.raises(InvalidAudioURLError):
-        decode_data_url(url)
+        data_url_bytes(url)
+
+
+def test_decoding_stops_at_the_duration_limit():
+    with pytest.raises(AudioTooLongError):
+        decode_audio(encode(tone(5.0), "flac"), max_seconds=2.0)
+    assert decode_audio(encode(tone(1.0), "flac"), max_seconds=2.0).shape[0] > 15_000
