@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from server.api.errors import install_error_handlers
-from server.api.middleware import BodyLimit, RequestID, RequestMetrics
+from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from server.api.routes import public, v1
 from server.api.serving_chat import ChatServing
 from server.api.serving_transcription import TranscriptionServing
@@ -68,5 +68,5 @@ def create_app(settings: Settings, runner: ModelRunner | None = None) -> FastAPI
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))
-    app.add_middleware(RequestID)  # outermost: even a 413 carries the id
+    app.add_middleware(RequestContext)  # outermost: even a 413 carries the id
     return app

@@ -10,8 +10,11 @@ from server.metrics import Metrics
 from server.request_context import new_request_id, request_id
 
 
-class RequestID:
-    """Every response carries X-Request-ID (the client's, or a new one); log lines of the request carry it too."""
+class RequestContext:
+    """Every response carries X-Request-ID (the client's, or a new one); log lines of the request carry it too.
+
+    A request whose handler listened for a disconnect (routes.until_disconnected) gets `Connection: close`.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -25,7 +28,10 @@ class RequestID:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+                headers = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+                if scope.get("state", {}).get("close_connection"):
+                    headers.append((b"connection", b"close"))
+                message["headers"] = headers
             await send(message)
 
         try:

@@ -147,6 +147,17 @@ async def until_disconnected(request: Request, work: Awaitable):
     return task.result()
 
 
+WATCH_AFTER_S = 1.0
+
+
 async def _disconnect(request: Request) -> None:
+    """Return once the client has gone. Only requests that run longer than WATCH_AFTER_S are watched.
+
+    Listening makes uvicorn read ahead on the connection, and a next request read before this response
+    completes leaves a stale keep-alive timer that later cuts that connection (uvicorn issue #824). So quick
+    answers are never watched, and a watched connection is closed after its response (RequestContext).
+    """
+    await asyncio.sleep(WATCH_AFTER_S)
+    request.state.close_connection = True
     while (await request.receive())["type"] != "http.disconnect":
         pass

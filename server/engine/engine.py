@@ -148,6 +148,7 @@ class Engine:
             raise EngineError("the engine is not running")
         detokenizer = IncrementalDetokenizer(self.runner.decode_tokens, params.stop)
         seq = Sequence(request_id or f"req-{next(self._ids)}", prompt, params, detokenizer)
+        self._drop_cancelled_waiting()
         if len(self._waiting) >= self.config.max_queue:
             raise QueueFullError(f"{len(self._waiting)} requests are already waiting; retry shortly")
         if not self.scheduler.fits_alone(seq):
@@ -168,8 +169,8 @@ class Engine:
             try:
                 if self._running:
                     await self._decode()
+                    self._failures = 0  # a decode step worked: whatever failed before was that batch's trouble
                 await self._admit()
-                self._failures = 0
             except Exception as exc:  # a failing step fails the requests it carried, never the engine
                 self._failures += 1
                 ids = ", ".join(seq.request_id for seq in self._running) or "none"
@@ -268,7 +269,15 @@ class Engine:
             return "length"
         return None
 
+    def _drop_cancelled_waiting(self) -> None:
+        """Requests whose clients gave up while queued stop holding queue places."""
+        if any(seq.cancelled for seq in self._waiting):
+            for seq in self._waiting:
+                seq.finished = seq.finished or seq.cancelled
+            self._waiting = deque(seq for seq in self._waiting if not seq.cancelled)
+
     def _publish_load(self) -> None:
+        self._drop_cancelled_waiting()
         self.metrics.running.set(len(self._running))
         self.metrics.queue_depth.set(len(self._waiting))
         self.metrics.kv_tokens.set(self._state.kv_tokens if self._state is not None else 0)

@@ -145,3 +145,17 @@ def test_tiny_model_command_writes_a_loadable_snapshot(tmp_path):
     assert "serve --model" in out.stdout
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "RANDOM_WEIGHTS"} <= {
         p.name for p in (tmp_path / "m").iterdir()}
+
+
+async def test_a_client_that_leaves_a_whole_answer_cancels_its_work(server):
+    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    body = {"model": MODEL, "max_tokens": 3000, "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]}
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/v1/chat/completions", json=body)  # not streamed: the client gives up waiting
+    for _ in range(100):
+        if _metric(server, "qwen2_audio_running_requests") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert _metric(server, "qwen2_audio_running_requests") == 0
+    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3000 / 2

@@ -1,0 +1,239 @@
+"""Production settings through the real client: keys, CORS, back-pressure, deadlines, remote audio, failures."""
+
+import asyncio
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import openai
+import pytest
+import pytest_asyncio
+from openai import AsyncOpenAI
+
+from server.app import build_runner, create_app
+from server.config import Settings
+from server.engine.request import OutOfMemory
+from tests.api.conftest import MODEL, metric
+from tests.audio_samples import wav
+
+CLIP = wav(1.0, seed=31)
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_model_dir):
+    return build_runner(Settings(model=tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def audio_host():
+    """A loopback web server with audio, a too-big file, and redirects inside and outside the allowed hosts."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            port = self.server.server_address[1]
+            routes = {
+                "/clip.wav": (200, CLIP, {}),
+                "/big.wav": (200, b"\0" * (2**20), {}),
+                "/redirect-in": (302, b"", {"Location": "/clip.wav"}),
+                "/redirect-out": (302, b"", {"Location": f"http://localhost:{port}/clip.wav"}),
+            }
+            status, body, headers = routes.get(self.path, (404, b"", {}))
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def settings(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audio")
+    (folder / "clip.wav").write_bytes(CLIP)
+    keys = folder / "keys.txt"
+    keys.write_text("# operators' keys\nkey-from-file\n")
+    return Settings(
+        model=tiny_model_dir, served_model_name=MODEL, api_key=["key-one"], api_key_file=keys,
+        metrics_require_key=True, cors_origin=["http://ui.example"], max_queue=2, max_batch_size=1,
+        request_timeout_s=1.0, allow_remote_audio_host=["127.0.0.1"], allow_local_audio_dir=folder,
+        remote_audio_max_mb=0.5,
+    )
+
+
+@pytest_asyncio.fixture(scope="module")
+async def app(settings, runner):
+    app = create_app(settings, runner)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest_asyncio.fixture(scope="module")
+async def http(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=60,
+                                 headers={"Authorization": "Bearer key-one"}) as client:
+        yield client
+
+
+def sdk(http: httpx.AsyncClient, key: str = "key-from-file") -> AsyncOpenAI:
+    return AsyncOpenAI(base_url="http://test/v1", api_key=key, http_client=http, max_retries=0)
+
+
+def _chat_with(url: str) -> dict:
+    return {"model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": [
+        {"type": "audio_url", "audio_url": {"url": url}}, {"type": "text", "text": "?"}]}]}
+
+
+async def test_keys_from_flag_and_file_and_none_else(http):
+    assert (await sdk(http, "key-one").models.list()).data[0].id == MODEL
+    assert (await sdk(http, "key-from-file").models.list()).data[0].id == MODEL
+    with pytest.raises(openai.AuthenticationError):
+        await sdk(http, "# operators' keys").models.list()
+    anonymous = await http.get("/v1/models", headers={"Authorization": ""})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "authentication_error"
+
+
+async def test_metrics_can_be_closed_health_stays_open(http):
+    assert (await http.get("/metrics", headers={"Authorization": ""})).status_code == 401
+    assert (await http.get("/metrics")).status_code == 200
+    assert (await http.get("/health", headers={"Authorization": ""})).status_code == 200
+    assert (await http.get("/ready", headers={"Authorization": ""})).status_code == 200
+
+
+async def test_cors_only_for_the_configured_origin(http):
+    headers = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"}
+    allowed = await http.options("/v1/chat/completions", headers=headers)
+    assert allowed.headers.get("access-control-allow-origin") == "http://ui.example"
+    other = await http.options("/v1/chat/completions", headers={**headers, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_request_ids_are_returned_and_honoured(http):
+    mine = await http.get("/v1/models", headers={"X-Request-ID": "trace-42"})
+    assert mine.headers["x-request-id"] == "trace-42"
+    fresh = await http.get("/v1/models")
+    assert len(fresh.headers["x-request-id"]) == 32
+
+
+async def test_remote_audio_only_from_allowed_hosts(http, audio_host):
+    ok = await http.post("/v1/chat/completions", json=_chat_with(f"{audio_host}/clip.wav"))
+    assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens_details"]["audio_tokens"] == 25
+    assert (await http.post("/v1/chat/completions", json=_chat_with(f"{audio_host}/redirect-in"))).status_code == 200
+    out = await http.post("/v1/chat/completions", json=_chat_with(f"{audio_host}/redirect-out"))
+    assert out.status_code == 400 and "localhost" in out.json()["error"]["message"]
+    big = await http.post("/v1/chat/completions", json=_chat_with(f"{audio_host}/big.wav"))
+    assert big.status_code == 413
+    missing = await http.post("/v1/chat/completions", json=_chat_with(f"{audio_host}/nothing.wav"))
+    assert missing.status_code == 400 and "404" in missing.json()["error"]["message"]
+
+
+async def test_file_urls_only_inside_the_allowed_folder(http, settings):
+    inside = settings.allow_local_audio_dir / "clip.wav"
+    assert (await http.post("/v1/chat/completions", json=_chat_with(f"file://{inside}"))).status_code == 200
+    for url in (f"file://{settings.allow_local_audio_dir}/../../etc/passwd", "file:///etc/passwd"):
+        response = await http.post("/v1/chat/completions", json=_chat_with(url))
+        assert response.status_code == 400
+        assert str(settings.allow_local_audio_dir) not in response.text  # no server path in the error
+
+
+async def test_a_full_queue_answers_429_with_retry_after(http, app):
+    long = {"model": MODEL, "max_tokens": 3000, "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]}
+    tasks = [asyncio.create_task(http.post("/v1/chat/completions", json=long)) for _ in range(3)]
+    engine = app.state.engine
+    for _ in range(200):  # one request runs (max_batch_size=1), two wait (max_queue=2)
+        if engine.running == 1 and engine.queue_depth == 2:
+            break
+        await asyncio.sleep(0.01)
+    busy = await http.post("/v1/chat/completions", json={**long, "max_tokens": 1})
+    assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
+    assert busy.json()["error"]["type"] == "rate_limit_error"
+    results = await asyncio.gather(*tasks)  # the deadline (1 s) ends the long ones
+    assert [r.status_code for r in results] == [504, 504, 504]
+    assert results[0].json()["error"]["code"] == "timeout"
+
+
+async def test_deadline_ends_a_stream_with_an_error_event(http):
+    body = {"model": MODEL, "max_tokens": 3000, "ignore_eos": True, "stream": True,
+            "messages": [{"role": "user", "content": "go"}]}
+    response = await http.post("/v1/chat/completions", json=body)
+    events = [line for line in response.text.split("\n\n") if line.startswith("data: ")]
+    assert '"error"' in events[-1] and "limit of 1 s" in events[-1]
+    with pytest.raises(openai.APIError):
+        stream = await sdk(http).chat.completions.create(model=MODEL, max_tokens=3000, stream=True,
+                                                         messages=[{"role": "user", "content": "go"}],
+                                                         extra_body={"ignore_eos": True})
+        async for _ in stream:
+            pass
+
+
+async def test_a_failing_batch_answers_500_with_its_request_id_and_the_server_goes_on(http, runner):
+    decode = runner.decode
+
+    def broken(state):
+        runner.decode = decode
+        raise RuntimeError("simulated device fault")
+
+    runner.decode = broken
+    body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    failed = await http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "doomed-1"})
+    assert failed.status_code == 500 and "doomed-1" in failed.json()["error"]["message"]
+    assert "simulated" not in failed.text  # no internals in the body
+    assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+
+
+async def test_out_of_memory_in_prefill_retries_smaller(tiny_model_dir, runner):
+    settings = Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=8, batch_wait_ms=50)
+    prefill, sizes = runner.prefill, []
+
+    def tight(prompts, params):
+        sizes.append(len(prompts))
+        if len(prompts) > 1:
+            raise OutOfMemory("simulated: CUDA out of memory")
+        return prefill(prompts, params)
+
+    app = create_app(settings, runner)
+    async with app.router.lifespan_context(app):
+        runner.prefill = tight
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+                responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(4)))
+        finally:
+            runner.prefill = prefill
+    assert [r.status_code for r in responses] == [200] * 4
+    assert max(sizes) > 1 and sizes.count(1) >= 4  # it tried them together, then one by one
+
+
+async def test_an_engine_that_keeps_failing_turns_unready_and_answers_503(tiny_model_dir, runner):
+    settings = Settings(model=tiny_model_dir, served_model_name=MODEL)
+    decode = runner.decode
+
+    def dead(state):
+        raise RuntimeError("simulated: device lost")
+
+    app = create_app(settings, runner)
+    async with app.router.lifespan_context(app):
+        runner.decode = dead
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+                body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+                codes = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(3)]
+                assert codes == [500, 500, 500]
+                for _ in range(100):
+                    if (await client.get("/ready")).status_code == 503:
+                        break
+                    await asyncio.sleep(0.01)
+                assert (await client.get("/ready")).status_code == 503
+                after = await client.post("/v1/chat/completions", json=body)
+                assert after.status_code == 503 and after.json()["error"]["type"] == "service_unavailable"
+                assert (await client.get("/health")).status_code == 200  # alive, so an orchestrator can restart it
+                assert await metric(client, "qwen2_audio_running_requests") == 0
+        finally:
+            runner.decode = decode
+
