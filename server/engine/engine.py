@@ -104,6 +104,7 @@ class Engine:
         self._waiting: deque[Sequence] = deque()
         self._arrived = asyncio.Event()
         self._running: list[Sequence] = []
+        self._joining: list[Sequence] = []  # being admitted this iteration: popped from the queue, not yet running
         self._state: BatchState | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         # Tokenizing and feature extraction run beside the model thread, one at a time (the tokenizer is not
@@ -173,11 +174,12 @@ class Engine:
                 await self._admit()
             except Exception as exc:  # a failing step fails the requests it carried, never the engine
                 self._failures += 1
-                ids = ", ".join(seq.request_id for seq in self._running) or "none"
-                logger.exception("a model step failed; failing its requests: %s", ids)
-                for seq in self._running:
+                carried = [*self._running, *self._joining]
+                logger.exception("a model step failed; failing its requests: %s",
+                                 ", ".join(seq.request_id for seq in carried))
+                for seq in carried:
                     seq.fail(EngineError(f"the model failed on this batch ({type(exc).__name__})"))
-                self._running, self._state = [], None
+                self._running, self._joining, self._state = [], [], None
             self._publish_load()
         logger.critical("%d model steps failed in a row: the engine stops and readiness turns false", self._failures)
         self.ready = False
@@ -202,16 +204,13 @@ class Engine:
             self._state = None
 
     async def _admit(self) -> None:
-        admitted = self.scheduler.admit(self._running, self._waiting)
-        joining = [seq for seq in admitted if not seq.cancelled]
-        for seq in admitted:
-            if seq.cancelled:
-                seq.finished = True
-        while joining:
+        self._joining = [seq for seq in self.scheduler.admit(self._running, self._waiting) if not seq.cancelled]
+        while self._joining:
+            joining = self._joining
             try:
                 state, step = await self._run(self.runner.prefill, [s.prompt for s in joining], [s.params for s in joining])
             except OutOfMemory as exc:
-                joining = self._shed(joining, exc)
+                self._joining = self._shed(joining, exc)
                 continue
             self.metrics.prefill_seconds.observe(step.seconds)
             if step.encoder_seconds:
@@ -220,7 +219,7 @@ class Engine:
             if joining:
                 self._state = state if self._state is None else await self._run(self.runner.merge, self._state, state)
                 self._running += joining
-            return
+            self._joining = []
 
     def _shed(self, joining: list[Sequence], exc: OutOfMemory) -> list[Sequence]:
         """Out of memory while prefilling: retry with half, the other half back at the head of the queue."""
@@ -272,8 +271,6 @@ class Engine:
     def _drop_cancelled_waiting(self) -> None:
         """Requests whose clients gave up while queued stop holding queue places."""
         if any(seq.cancelled for seq in self._waiting):
-            for seq in self._waiting:
-                seq.finished = seq.finished or seq.cancelled
             self._waiting = deque(seq for seq in self._waiting if not seq.cancelled)
 
     def _publish_load(self) -> None:

@@ -27,7 +27,7 @@ class Scheduler:
         return request.max_total_tokens <= self.kv_budget_tokens
 
     def admit(self, running: list[Schedulable], waiting: deque) -> list:
-        """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too)."""
+        """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too, to be dropped)."""
         admitted: list = []
         rows = len(running)
         width = max((r.max_total_tokens for r in running), default=0)

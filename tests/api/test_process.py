@@ -1,6 +1,5 @@
 """One real `qwen2-audio-server serve` process on loopback: the CLI, API keys, curl, and client disconnects."""
 
-import asyncio
 import json
 import os
 import socket
@@ -16,6 +15,7 @@ from openai import AsyncOpenAI
 
 from tests.api.conftest import MODEL
 from tests.audio_samples import wav
+from tests.waiting import eventually
 
 KEY = "test-secret"
 
@@ -114,11 +114,7 @@ async def test_disconnect_mid_stream_cancels_the_work(server):
                 async for line in response.aiter_lines():
                     if '"content"' in line:
                         break  # leave after the first token: closing the response drops the connection
-    for _ in range(100):
-        if _metric(server, "qwen2_audio_running_requests") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert _metric(server, "qwen2_audio_running_requests") == 0
+    assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
     assert _metric(server, "qwen2_audio_queue_depth") == 0
     assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
 
@@ -153,9 +149,5 @@ async def test_a_client_that_leaves_a_whole_answer_cancels_its_work(server):
     async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.post("/v1/chat/completions", json=body)  # not streamed: the client gives up waiting
-    for _ in range(100):
-        if _metric(server, "qwen2_audio_running_requests") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert _metric(server, "qwen2_audio_running_requests") == 0
+    assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
     assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3000 / 2

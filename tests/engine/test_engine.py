@@ -11,6 +11,7 @@ from server.engine.model_runner import ModelRunner, RunnerConfig
 from server.engine.request import EngineError, SamplingParams
 from server.metrics import Metrics
 from tests.audio_samples import tone
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +83,8 @@ async def test_cancelling_frees_the_slot_at_once(engine):
     for stream in streams:
         await stream.__anext__()
         stream.cancel()
-    for _ in range(100):
-        if engine.running == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert engine.running == 0 and engine.queue_depth == 0
+    assert await eventually(lambda: engine.running == 0)
+    assert engine.queue_depth == 0
     assert engine._state is None  # no cache left behind
 
 
@@ -130,6 +128,26 @@ async def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(runner):
         assert len(tokens) >= 1 and engine.ready
     finally:
         runner.decode = decode
+        await engine.stop()
+
+
+async def test_a_failing_prefill_fails_the_requests_it_was_admitting(runner):
+    engine = await make_engine(runner)
+    prefill = runner.prefill
+
+    def broken_prefill(prompts, params):
+        runner.prefill = prefill  # fail once
+        raise RuntimeError("simulated encoder fault")
+
+    runner.prefill = broken_prefill
+    try:
+        doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
+        with pytest.raises(EngineError):
+            await asyncio.wait_for(run_to_end(doomed), 10)  # an error, not a hang
+        tokens, _ = await run_to_end(engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=3)))
+        assert len(tokens) >= 1
+    finally:
+        runner.prefill = prefill
         await engine.stop()
 
 
