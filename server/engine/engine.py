@@ -7,6 +7,7 @@ running batch for the next step. A finished or cancelled request leaves the batc
 """
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -32,6 +33,7 @@ class QueueFullError(EngineError):
 
 
 MAX_CONSECUTIVE_FAILURES = 3  # steps failing in a row mean the engine itself is broken, not one batch
+ROW_CAP_RECOVERY_STEPS = 100  # after running out of memory, the batch may grow by one row per this many good steps
 
 
 @dataclass(slots=True)
@@ -59,6 +61,14 @@ class Sequence:
     @property
     def max_total_tokens(self) -> int:
         return self.prompt.num_tokens + self.params.max_tokens
+
+    def prefill_input(self) -> tuple[Prompt, SamplingParams]:
+        """What to prefill: the prompt, plus the tokens already generated if the request was preempted."""
+        if not self.output_ids:
+            return self.prompt, self.params
+        prompt = dataclasses.replace(self.prompt, token_ids=self.prompt.token_ids + self.output_ids)
+        params = dataclasses.replace(self.params, min_tokens=max(0, self.params.min_tokens - len(self.output_ids)))
+        return prompt, params
 
     def fail(self, error: Exception) -> None:
         if not self.finished:
@@ -113,6 +123,8 @@ class Engine:
         self._ids = itertools.count()
         self._loop_task: asyncio.Task | None = None
         self._failures = 0
+        self._row_cap = config.max_batch_size  # lowered when decoding runs out of memory, regained slowly
+        self._good_steps = 0
         self.ready = False
         metrics.kv_budget.set(config.kv_budget_tokens)
 
@@ -168,8 +180,7 @@ class Engine:
             if not self._running:
                 await self._wait_for_requests()
             try:
-                if self._running:
-                    await self._decode()
+                if self._running and await self._decode():
                     self._failures = 0  # a decode step worked: whatever failed before was that batch's trouble
                 await self._admit()
             except Exception as exc:  # a failing step fails the requests it carried, never the engine
@@ -195,20 +206,35 @@ class Engine:
         if self.config.batch_wait_s > 0 and len(self._waiting) < self.config.max_batch_size:
             await asyncio.sleep(self.config.batch_wait_s)
 
-    async def _decode(self) -> None:
+    async def _decode(self) -> bool:
+        """One decode step for the running batch; False when it ran out of memory and was cut down instead."""
         self.metrics.batch_size.observe(len(self._running))
-        step = await self._run(self.runner.decode, self._state)
+        try:
+            step = await self._run(self.runner.decode, self._state)
+        except OutOfMemory as exc:
+            await self._preempt(exc)
+            return False
         self.metrics.decode_step_seconds.observe(step.seconds)
         self._running = await self._advance(self._running, step, self._state)
         if not self._running:
             self._state = None
+        self._regain_rows()
+        return True
+
+    def _regain_rows(self) -> None:
+        if self._row_cap < self.config.max_batch_size:
+            self._good_steps += 1
+            if self._good_steps >= ROW_CAP_RECOVERY_STEPS:
+                self._row_cap, self._good_steps = self._row_cap + 1, 0
 
     async def _admit(self) -> None:
-        self._joining = [seq for seq in self.scheduler.admit(self._running, self._waiting) if not seq.cancelled]
+        admitted = self.scheduler.admit(self._running, self._waiting, self._row_cap)
+        self._joining = [seq for seq in admitted if not seq.cancelled]
         while self._joining:
             joining = self._joining
+            prompts, params = zip(*(seq.prefill_input() for seq in joining), strict=True)
             try:
-                state, step = await self._run(self.runner.prefill, [s.prompt for s in joining], [s.params for s in joining])
+                state, step = await self._run(self.runner.prefill, list(prompts), list(params))
             except OutOfMemory as exc:
                 self._joining = self._shed(joining, exc)
                 continue
@@ -220,6 +246,26 @@ class Engine:
                 self._state = state if self._state is None else await self._run(self.runner.merge, self._state, state)
                 self._running += joining
             self._joining = []
+
+    async def _preempt(self, exc: OutOfMemory) -> None:
+        """Out of memory while decoding: the newest half of the batch goes back to the head of the queue.
+
+        Their streams stay open; when they are admitted again, their prompt and the tokens they already produced
+        are prefilled anew and decoding goes on from there (vLLM's preemption by recomputation).
+        """
+        if len(self._running) == 1:
+            logger.error("out of memory decoding request %s alone: %s", self._running[0].request_id, exc)
+            self._running[0].fail(EngineError("out of memory: this request does not fit on the device"))
+            self._running, self._state = [], None
+            return
+        half = len(self._running) // 2
+        back = self._running[half:]
+        self._row_cap, self._good_steps = half, 0
+        logger.warning("out of memory decoding %d requests; %d go back to the queue, batches capped at %d rows",
+                       len(self._running), len(back), half)
+        await self._run(self.runner.filter, self._state, list(range(half)))
+        self._running = self._running[:half]
+        self._waiting.extendleft(reversed(back))
 
     def _shed(self, joining: list[Sequence], exc: OutOfMemory) -> list[Sequence]:
         """Out of memory while prefilling: retry with half, the other half back at the head of the queue."""

@@ -26,12 +26,16 @@ class Scheduler:
     def fits_alone(self, request: Schedulable) -> bool:
         return request.max_total_tokens <= self.kv_budget_tokens
 
-    def admit(self, running: list[Schedulable], waiting: deque) -> list:
-        """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too, to be dropped)."""
+    def admit(self, running: list[Schedulable], waiting: deque, max_rows: int | None = None) -> list:
+        """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too, to be dropped).
+
+        `max_rows` lowers the batch-size limit for now (after the device ran out of memory).
+        """
         admitted: list = []
         rows = len(running)
+        limit = min(self.max_batch_size, max_rows or self.max_batch_size)
         width = max((r.max_total_tokens for r in running), default=0)
-        while waiting and rows < self.max_batch_size:
+        while waiting and rows < limit:
             candidate = waiting[0]
             if candidate.cancelled:
                 admitted.append(waiting.popleft())

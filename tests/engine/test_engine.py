@@ -151,6 +151,35 @@ async def test_a_failing_prefill_fails_the_requests_it_was_admitting(runner):
         await engine.stop()
 
 
+async def test_out_of_memory_while_decoding_preempts_and_resumes_without_changing_the_answer(runner):
+    params = SamplingParams(max_tokens=20, temperature=0)
+    reference_engine = await make_engine(runner)
+    prompts = [await prompt(reference_engine, s, f"p{s}") for s in (1.0, 2.0, 3.0, 4.0)]
+    alone = [(await run_to_end(reference_engine.submit(p, params)))[0] for p in prompts]
+    await reference_engine.stop()
+
+    engine = await make_engine(runner)
+    decode, batch_sizes = runner.decode, []
+
+    def tight(state):
+        batch_sizes.append(len(state.positions))
+        if len(state.positions) > 2:
+            from server.engine.request import OutOfMemory
+
+            raise OutOfMemory("simulated: CUDA out of memory")
+        return decode(state)
+
+    runner.decode = tight
+    try:
+        results = await asyncio.gather(*(run_to_end(engine.submit(p, params)) for p in prompts))
+    finally:
+        runner.decode = decode
+        await engine.stop()
+    assert max(batch_sizes) > 2  # they did run together and hit the limit
+    assert batch_sizes.count(4) == 1  # then the batch stayed small enough instead of thrashing
+    assert [tokens for tokens, _ in results] == alone  # preempted rows resumed exactly where they were
+
+
 def test_features_and_encoder_match_the_processor_and_stock_encoder(runner):
     """Short log-mels + valid-frame encoding give what the processor + the stock 30 s encoder give (float32)."""
     import torch
