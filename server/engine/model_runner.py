@@ -151,7 +151,7 @@ class ModelRunner:
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         pieces = text.split(self.processor.audio_token)
         if len(pieces) != len(clips) + 1:
-            raise ValueError(f"the prompt has {len(pieces) - 1} audio placeholders for {len(clips)} clips")
+            raise ValueError(f"the prompt has {len(pieces) - 1} audio markers for {len(clips)} clips")
         mels = [self._log_mel(np.pad(c, (0, max(0, MIN_CLIP_SAMPLES - c.shape[0])))) for c in clips]
         expanded = [self.processor.audio_token * _audio_tokens(frames) for _, frames in mels]
         text = pieces[0] + "".join(audio + piece for audio, piece in zip(expanded, pieces[1:]))

@@ -29,7 +29,7 @@ class SamplingParams:
 
 @dataclass(slots=True)
 class Prompt:
-    """A tokenized request: text ids with audio placeholders expanded, plus the audio features.
+    """A tokenized request: text ids with each <|AUDIO|> marker expanded, plus the audio features.
 
     `features` is the model runner's own (log-mel tensors per clip); everything above the runner only counts tokens.
     """

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -15,6 +16,7 @@ from server.config import Settings
 from server.engine.request import OutOfMemory
 from tests.api.conftest import MODEL, metric
 from tests.audio_samples import wav
+from tests.faults import fails_once, replaced
 from tests.waiting import eventually
 
 CLIP = wav(1.0, seed=31)
@@ -174,66 +176,55 @@ async def test_deadline_ends_a_stream_with_an_error_event(http):
 
 
 async def test_a_failing_batch_answers_500_with_its_request_id_and_the_server_goes_on(http, runner):
-    decode = runner.decode
-
-    def broken(state):
-        runner.decode = decode
-        raise RuntimeError("simulated device fault")
-
-    runner.decode = broken
     body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-    failed = await http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "doomed-1"})
+    with replaced(runner, "decode", fails_once(RuntimeError("simulated device fault"))):
+        failed = await http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "doomed-1"})
     assert failed.status_code == 500 and "doomed-1" in failed.json()["error"]["message"]
     assert "simulated" not in failed.text  # no internals in the body
     assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
 
 
+@asynccontextmanager
+async def serving(settings: Settings, runner):
+    """A fresh app on the shared runner, and a client for it."""
+    app = create_app(settings, runner)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            yield client
+
+
 async def test_out_of_memory_in_prefill_retries_smaller(tiny_model_dir, runner):
     settings = Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=8, batch_wait_ms=50)
-    prefill, sizes = runner.prefill, []
+    sizes = []
 
-    def tight(prompts, params):
+    def tight(real, prompts, params):
         sizes.append(len(prompts))
         if len(prompts) > 1:
             raise OutOfMemory("simulated: CUDA out of memory")
-        return prefill(prompts, params)
+        return real(prompts, params)
 
-    app = create_app(settings, runner)
-    async with app.router.lifespan_context(app):
-        runner.prefill = tight
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
-                responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(4)))
-        finally:
-            runner.prefill = prefill
+    body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+    async with serving(settings, runner) as client:
+        with replaced(runner, "prefill", tight):
+            responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(4)))
     assert [r.status_code for r in responses] == [200] * 4
     assert max(sizes) > 1 and sizes.count(1) >= 4  # it tried them together, then one by one
 
 
 async def test_an_engine_that_keeps_failing_turns_unready_and_answers_503(tiny_model_dir, runner):
-    settings = Settings(model=tiny_model_dir, served_model_name=MODEL)
-    decode = runner.decode
-
-    def dead(state):
+    def dead(real, state):
         raise RuntimeError("simulated: device lost")
 
-    app = create_app(settings, runner)
-    async with app.router.lifespan_context(app):
-        runner.decode = dead
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-                codes = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(3)]
-                assert codes == [500, 500, 500]
-                assert await eventually(lambda: _status(client, "/ready", 503))
-                after = await client.post("/v1/chat/completions", json=body)
-                assert after.status_code == 503 and after.json()["error"]["type"] == "service_unavailable"
-                assert (await client.get("/health")).status_code == 200  # alive, so an orchestrator can restart it
-                assert await metric(client, "qwen2_audio_running_requests") == 0
-        finally:
-            runner.decode = decode
-
+    body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    async with serving(Settings(model=tiny_model_dir, served_model_name=MODEL), runner) as client:
+        with replaced(runner, "decode", dead):
+            codes = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(3)]
+        assert codes == [500, 500, 500]
+        assert await eventually(lambda: _status(client, "/ready", 503))
+        after = await client.post("/v1/chat/completions", json=body)
+        assert after.status_code == 503 and after.json()["error"]["type"] == "service_unavailable"
+        assert (await client.get("/health")).status_code == 200  # alive, so an orchestrator can restart it
+        assert await metric(client, "qwen2_audio_running_requests") == 0
 
 
 async def _status(client: httpx.AsyncClient, path: str, status: int) -> bool:

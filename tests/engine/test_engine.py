@@ -8,9 +8,10 @@ import pytest_asyncio
 
 from server.engine.engine import Engine, EngineConfig, RequestTooLargeError
 from server.engine.model_runner import ModelRunner, RunnerConfig
-from server.engine.request import EngineError, SamplingParams
+from server.engine.request import EngineError, OutOfMemory, SamplingParams
 from server.metrics import Metrics
 from tests.audio_samples import tone
+from tests.faults import fails_once, replaced
 from tests.waiting import eventually
 
 
@@ -53,7 +54,9 @@ async def test_a_late_request_joins_the_running_batch(engine):
     long = engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=200, temperature=0, ignore_eos=True))
     first = await long.__anext__()
     assert first.token_ids and engine.running == 1
-    late = engine.submit(await prompt(engine, 1.0, "late"), SamplingParams(max_tokens=5, temperature=0, ignore_eos=True))
+    late = engine.submit(
+        await prompt(engine, 1.0, "late"), SamplingParams(max_tokens=5, temperature=0, ignore_eos=True)
+    )
     late_tokens, _ = await run_to_end(late)
     long_tokens, _ = await run_to_end(long)
     assert len(late_tokens) == 5 and len(long_tokens) == 199  # the late one finished while the long one ran
@@ -71,15 +74,19 @@ async def test_greedy_output_does_not_depend_on_the_company(engine):
 async def test_seeded_sampling_is_reproducible_in_any_batch(engine):
     params = SamplingParams(max_tokens=25, temperature=1.0, top_p=0.9, seed=7)
     alone, _ = await run_to_end(engine.submit(await prompt(engine, 2.0), params))
-    noise = [engine.submit(await prompt(engine, 4.0, "x"), SamplingParams(max_tokens=40, temperature=1.0)) for _ in range(3)]
+    noise = [
+        engine.submit(await prompt(engine, 4.0, "x"), SamplingParams(max_tokens=40, temperature=1.0)) for _ in range(3)
+    ]
     again, _ = await run_to_end(engine.submit(await prompt(engine, 2.0), params))
     await asyncio.gather(*(run_to_end(s) for s in noise))
     assert again == alone
 
 
 async def test_cancelling_frees_the_slot_at_once(engine):
-    streams = [engine.submit(await prompt(engine, None, f"go {i}"), SamplingParams(max_tokens=2000, ignore_eos=True))
-               for i in range(3)]
+    streams = [
+        engine.submit(await prompt(engine, None, f"go {i}"), SamplingParams(max_tokens=2000, ignore_eos=True))
+        for i in range(3)
+    ]
     for stream in streams:
         await stream.__anext__()
         stream.cancel()
@@ -91,63 +98,37 @@ async def test_cancelling_frees_the_slot_at_once(engine):
 async def test_the_kv_budget_queues_instead_of_failing(runner):
     engine = await make_engine(runner, kv_budget_tokens=600)
     seen: list[int] = []
-    decode = runner.decode
 
-    def watched_decode(state):
+    def watched_decode(real, state):
         seen.append(state.kv_tokens)
-        return decode(state)
+        return real(state)
 
-    runner.decode = watched_decode
     try:
-        params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
-        streams = [engine.submit(await prompt(engine, 4.0, f"q{i}"), params) for i in range(6)]  # ~190 tokens each
-        results = await asyncio.gather(*(run_to_end(s) for s in streams))
-        assert all(len(tokens) == 40 for tokens, _ in results)
-        assert seen and max(seen) <= 600
-        with pytest.raises(RequestTooLargeError):
-            engine.submit(await prompt(engine, 20.0), SamplingParams(max_tokens=100))
+        with replaced(runner, "decode", watched_decode):
+            params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
+            streams = [engine.submit(await prompt(engine, 4.0, f"q{i}"), params) for i in range(6)]  # ~190 tokens each
+            results = await asyncio.gather(*(run_to_end(s) for s in streams))
+            assert all(len(tokens) == 40 for tokens, _ in results)
+            assert seen and max(seen) <= 600
+            with pytest.raises(RequestTooLargeError):
+                engine.submit(await prompt(engine, 20.0), SamplingParams(max_tokens=100))
     finally:
-        runner.decode = decode
         await engine.stop()
 
 
-async def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(runner):
+@pytest.mark.parametrize("step", ["decode", "prefill"])
+async def test_a_failing_step_fails_the_requests_it_carried_and_the_engine_goes_on(runner, step):
     engine = await make_engine(runner)
-    decode = runner.decode
-
-    def broken_decode(state):
-        runner.decode = decode  # fail once
-        raise RuntimeError("simulated CUDA error")
-
-    runner.decode = broken_decode
     try:
-        doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
-        with pytest.raises(EngineError):
-            await run_to_end(doomed)
-        tokens, _ = await run_to_end(engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0)))
-        assert len(tokens) >= 1 and engine.ready
+        with replaced(runner, step, fails_once(RuntimeError("simulated device fault"))):
+            doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
+            with pytest.raises(EngineError):
+                await asyncio.wait_for(run_to_end(doomed), 30)  # an error, not a hang
+            tokens, _ = await run_to_end(
+                engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
+            )
+            assert len(tokens) >= 1 and engine.ready
     finally:
-        runner.decode = decode
-        await engine.stop()
-
-
-async def test_a_failing_prefill_fails_the_requests_it_was_admitting(runner):
-    engine = await make_engine(runner)
-    prefill = runner.prefill
-
-    def broken_prefill(prompts, params):
-        runner.prefill = prefill  # fail once
-        raise RuntimeError("simulated encoder fault")
-
-    runner.prefill = broken_prefill
-    try:
-        doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
-        with pytest.raises(EngineError):
-            await asyncio.wait_for(run_to_end(doomed), 10)  # an error, not a hang
-        tokens, _ = await run_to_end(engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=3)))
-        assert len(tokens) >= 1
-    finally:
-        runner.prefill = prefill
         await engine.stop()
 
 
@@ -159,21 +140,18 @@ async def test_out_of_memory_while_decoding_preempts_and_resumes_without_changin
     await reference_engine.stop()
 
     engine = await make_engine(runner)
-    decode, batch_sizes = runner.decode, []
+    batch_sizes = []
 
-    def tight(state):
+    def tight(real, state):
         batch_sizes.append(len(state.positions))
         if len(state.positions) > 2:
-            from server.engine.request import OutOfMemory
-
             raise OutOfMemory("simulated: CUDA out of memory")
-        return decode(state)
+        return real(state)
 
-    runner.decode = tight
     try:
-        results = await asyncio.gather(*(run_to_end(engine.submit(p, params)) for p in prompts))
+        with replaced(runner, "decode", tight):
+            results = await asyncio.gather(*(run_to_end(engine.submit(p, params)) for p in prompts))
     finally:
-        runner.decode = decode
         await engine.stop()
     assert max(batch_sizes) > 2  # they did run together and hit the limit
     assert batch_sizes.count(4) == 1  # then the batch stayed small enough instead of thrashing
@@ -202,8 +180,9 @@ def test_features_and_encoder_match_the_processor_and_stock_encoder(runner):
         lengths = mask.sum(-1)
         _, out_lengths = model.audio_tower._get_feat_extract_output_lengths(lengths)
         valid = (torch.arange(1500)[None] < ((lengths - 1) // 2 + 1)[:, None]).long()
-        attn = create_bidirectional_mask(config=model.audio_tower.config, inputs_embeds=torch.zeros(len(clips), 1500, 1),
-                                         attention_mask=valid)
+        attn = create_bidirectional_mask(
+            config=model.audio_tower.config, inputs_embeds=torch.zeros(len(clips), 1500, 1), attention_mask=valid
+        )
         stock = model.multi_modal_projector(model.audio_tower(features, attention_mask=attn).last_hidden_state)
         stock = stock[torch.arange(stock.shape[1])[None] < out_lengths[:, None]]
     assert ours.shape == stock.shape == (prompt.audio_tokens, runner.model.config.text_config.hidden_size)
