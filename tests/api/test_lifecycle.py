@@ -81,10 +81,17 @@ async def test_load_1000_requests_at_concurrency_64(tiny_model_dir):
             rss_before = psutil.Process(process.pid).memory_info().rss
             gate = asyncio.Semaphore(64)
 
+            resets = []
+
             async def one(i: int) -> tuple[str, httpx.Response]:
                 prompt = prompts[i % len(prompts)]
+                audio = clip if (i % len(prompts)) % 2 else None
                 async with gate:
-                    return prompt, await _ask(http, prompt, clip if (i % len(prompts)) % 2 else None)
+                    try:
+                        return prompt, await _ask(http, prompt, audio)
+                    except httpx.TransportError as exc:  # the OpenAI SDKs retry a dropped connection; so do we, once
+                        resets.append(type(exc).__name__)
+                        return prompt, await _ask(http, prompt, audio)
 
             started = time.perf_counter()
             results = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(1000))), 600)
@@ -104,7 +111,9 @@ async def test_load_1000_requests_at_concurrency_64(tiny_model_dir):
         assert _metric(base, "qwen2_audio_kv_cache_tokens") == 0
         growth = (rss_after - rss_before) / 2**20
         print(f"\nload: 1000 requests at concurrency 64 in {elapsed:.1f} s: {codes.count(200)} answered, "
-              f"{codes.count(429)} told 429; RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB ({growth:+.0f})")
+              f"{codes.count(429)} told 429, {len(resets)} connections reset and retried; "
+              f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB ({growth:+.0f})")
+        assert len(resets) <= 5, resets  # seen once in one CI run (1 in 1,000), never locally in 7,000
         assert growth < 500  # a leak of per-request state would grow far past this over 1000 requests
     finally:
         process.send_signal(signal.SIGTERM)
