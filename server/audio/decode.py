@@ -4,6 +4,8 @@ import base64
 import binascii
 import io
 import re
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -25,41 +27,72 @@ class AudioTooLongError(ValueError):
     """The audio is longer than the server accepts (400)."""
 
 
-def decode_audio(data: bytes, max_seconds: float = float("inf")) -> np.ndarray:
+def decode_audio(data: bytes | BinaryIO, max_seconds: float = float("inf")) -> np.ndarray:
     """Decode the first audio stream, downmixed to mono and resampled to 16 kHz by libswresample.
 
     Decoding stops as soon as the audio passes `max_seconds`, so a small file that unpacks to hours costs
     no more memory than the limit allows.
     """
-    if not data:
+    blocks = list(audio_blocks(data, max_seconds))
+    return np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+
+
+def audio_blocks(data: bytes | BinaryIO, max_seconds: float = float("inf")) -> Iterator[np.ndarray]:
+    """The audio as consecutive float32 blocks (one decoded frame each), read as it is decoded.
+
+    Memory stays that of one block whatever the length, so an hour-long upload spooled to disk is never held
+    whole. Errors come from the first block: undecodable or empty input fails before any block is yielded, and
+    audio longer than `max_seconds` fails as soon as its container says so, or else when decoding passes it.
+    """
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source.seek(0, io.SEEK_END)
+    if source.tell() == 0:
         raise EmptyAudioError("the audio file is empty")
+    source.seek(0)
+    limit = f"this server's limit of {max_seconds:g} s"
+    blocks = _decode_with_pyav(source, max_samples=max_seconds * SAMPLE_RATE, limit=limit)
     try:
-        samples = _decode_with_pyav(data, max_samples=max_seconds * SAMPLE_RATE)
+        first = next(blocks, None)
     except AudioTooLongError:
         raise
     except Exception as exc:  # whatever FFmpeg makes of hostile bytes, it is not audio we can use
         raise UndecodableAudioError(f"could not decode the audio ({_reason(exc)})") from exc
-    if samples.size == 0:
+    if first is None:
         raise EmptyAudioError("the audio file contains no samples")
-    # Corrupt or float files can carry NaN/inf; the encoder would turn them into NaN logits.
-    return np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    yield first
+    try:
+        yield from blocks
+    except AudioTooLongError:
+        raise
+    except Exception as exc:
+        raise UndecodableAudioError(f"could not decode the audio ({_reason(exc)})") from exc
 
 
-def _decode_with_pyav(data: bytes, max_samples: float) -> np.ndarray:
+def _decode_with_pyav(source: BinaryIO, max_samples: float, limit: str) -> Iterator[np.ndarray]:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
-    with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+    total = 0.0
+    with av.open(source, mode="r", metadata_errors="ignore") as container:
         if not container.streams.audio:
             raise ValueError("no audio stream")
         stream = container.streams.audio[0]
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+        if declared * SAMPLE_RATE > max_samples:  # refuse at once what the container itself says is too long
+            raise AudioTooLongError(f"the audio lasts {declared:.0f} s, longer than {limit}")
         for frame in container.decode(stream):
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            for out in resampler.resample(frame):
+                if out.samples:
+                    yield _clean(out.to_ndarray().reshape(-1))
             total += frame.samples * SAMPLE_RATE / (frame.sample_rate or SAMPLE_RATE)
             if total > max_samples:
-                raise AudioTooLongError(f"the audio is longer than this server's limit of {max_samples / SAMPLE_RATE:g} s")
-        chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+                raise AudioTooLongError(f"the audio is longer than {limit}")
+        for out in resampler.resample(None):
+            if out.samples:
+                yield _clean(out.to_ndarray().reshape(-1))
+
+
+def _clean(samples: np.ndarray) -> np.ndarray:
+    # Corrupt or float files can carry NaN/inf; the encoder would turn them into NaN logits.
+    return np.nan_to_num(samples.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
 
 
 def decode_base64(data: str) -> bytes:
