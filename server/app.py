@@ -13,6 +13,7 @@ from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from server.api.routes import public, v1
 from server.api.serving_chat import ChatServing
 from server.api.serving_transcription import TranscriptionServing
+from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine, EngineConfig
 from server.engine.model_runner import ModelRunner, RunnerConfig
@@ -48,8 +49,9 @@ def create_app(settings: Settings, runner: ModelRunner | None = None) -> FastAPI
         engine = build_engine(settings, loaded, metrics)
         app.state.engine = engine
         await engine.start()
-        app.state.chat = ChatServing(engine, settings)
-        app.state.transcription = TranscriptionServing(engine, settings)
+        detector = SpeechDetector()
+        app.state.chat = ChatServing(engine, settings, detector)
+        app.state.transcription = TranscriptionServing(engine, settings, detector)
         logger.info("serving %s as %r (aliases: %s)", settings.model_path, settings.model_id,
                     ", ".join(settings.model_alias) or "none")
         yield
@@ -67,6 +69,7 @@ def create_app(settings: Settings, runner: ModelRunner | None = None) -> FastAPI
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(BodyLimit, max_upload_bytes=int(settings.max_upload_mb * 2**20),
+                       max_json_bytes=int(settings.max_json_mb * 2**20), upload_prefix="/v1/audio/")
     app.add_middleware(RequestContext)  # outermost: even a 413 carries the id
     return app

@@ -68,8 +68,10 @@ class Settings(BaseSettings):
     """KV-cache budget in tokens the scheduler fills (0: derived from free memory after the weights, 90% of the GPU's or 30% of RAM)."""
     default_max_tokens: int = Field(1024, ge=1)
     """Output-token limit of a request that sets none."""
-    max_upload_mb: float = Field(100.0, gt=0)
-    """Largest accepted request body, in MiB (413 above it)."""
+    max_upload_mb: float = Field(1024.0, gt=0)
+    """Largest audio file upload (transcriptions, translations), in MiB; spooled to disk, never held in memory (413 above it)."""
+    max_json_mb: float = Field(64.0, gt=0)
+    """Largest JSON request body (chat with base64 audio), in MiB; parsed in memory (413 above it)."""
     max_audio_seconds: float = Field(7200.0, gt=0)
     """Longest accepted audio per request, in seconds (400 above it)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -16,10 +16,15 @@ def output_budget(engine: Engine, prompt: Prompt, requested: int | None, default
     """Output tokens this request may generate: what it asked for, if it fits the model's context."""
     room = engine.runner.max_model_len - prompt.num_tokens
     if room <= 0 or (requested is not None and requested > room):
+        fits = ""
+        if prompt.audio_tokens:  # say how much audio would fit beside this text and answer
+            per_second = prompt.audio_tokens / prompt.audio_seconds
+            left = engine.runner.max_model_len - (prompt.num_tokens - prompt.audio_tokens) - (requested or 1)
+            fits = f"; about {max(0.0, left / per_second):.0f} s of audio fit in one request beside this text"
         raise bad_request(
             f"the prompt takes {prompt.num_tokens} tokens ({prompt.audio_tokens} of them audio, "
             f"{prompt.audio_seconds:.1f} s); with max_tokens={requested} that passes the model's context of "
-            f"{engine.runner.max_model_len} tokens",
+            f"{engine.runner.max_model_len} tokens{fits}",
             param="max_tokens" if room > 0 else "messages",
             code="context_length_exceeded",
         )

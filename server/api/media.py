@@ -2,8 +2,11 @@
 local files. Each failure becomes its HTTP status here."""
 
 import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
@@ -11,15 +14,19 @@ import numpy as np
 
 from server.api.errors import APIError, bad_request
 from server.api.protocol import AudioURLPart, InputAudioPart
+from server.audio.chunking import AudioPiece, SpeechPieces, VadOptions
 from server.audio.decode import (
+    SAMPLE_RATE,
     AudioTooLongError,
     EmptyAudioError,
     InvalidAudioURLError,
     UndecodableAudioError,
+    audio_blocks,
     data_url_bytes,
     decode_audio,
     decode_base64,
 )
+from server.audio.vad import SpeechDetector
 from server.config import Settings
 
 MAX_REDIRECTS = 3
@@ -40,8 +47,40 @@ class MediaPolicy:
                    int(settings.remote_audio_max_mb * 2**20), settings.remote_audio_timeout_s)
 
 
-async def upload_audio(data: bytes, policy: MediaPolicy, param: str = "file") -> np.ndarray:
-    return await _decode(data, policy, param)
+class UploadPieces:
+    """An uploaded file's speech, in pieces of at most 30 s, in order, decoded and cut as they are asked for.
+
+    Decoding and voice-activity detection run a piece at a time in a worker thread, so an hour-long upload (spooled
+    to disk by the form parser) is never held whole and the first piece is ready after its first 30 s. Bad audio
+    fails on the first piece, before any answer is sent. `seconds` is how much audio was decoded.
+    """
+
+    def __init__(self, upload: BinaryIO, policy: MediaPolicy, detector: SpeechDetector, options: VadOptions | None,
+                 param: str = "file") -> None:
+        self._pieces = SpeechPieces(audio_blocks(upload, policy.max_seconds), detector, options)
+        self._param = param
+
+    @property
+    def seconds(self) -> float:
+        return self._pieces.samples / SAMPLE_RATE
+
+    async def __aiter__(self) -> AsyncIterator[AudioPiece]:
+        iterator: Iterator[AudioPiece] = iter(self._pieces)
+        lock = threading.Lock()  # a cancelled await leaves its thread running: closing waits for it
+
+        def step() -> AudioPiece | None:
+            with lock:
+                return _mapped(lambda: next(iterator, None), self._param)
+
+        def close() -> None:
+            with lock:
+                iterator.close()  # closes the decoder, also when the caller stopped early
+
+        try:
+            while (piece := await asyncio.to_thread(step)) is not None:
+                yield piece
+        finally:
+            await asyncio.to_thread(close)
 
 
 async def part_audio(part: InputAudioPart | AudioURLPart, policy: MediaPolicy, param: str) -> np.ndarray:

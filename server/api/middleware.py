@@ -41,32 +41,39 @@ class RequestContext:
 
 
 class BodyLimit:
-    """413 for bodies over the limit: at once from Content-Length, or as soon as a chunked body passes it."""
+    """413 for bodies over the limit: at once from Content-Length, or as soon as a chunked body passes it.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    File uploads (paths under `upload_prefix`) are spooled to disk and decoded as they are read, so they may be
+    large; every other body (JSON, with base64 audio in it) is parsed in memory, so it gets the smaller limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int, max_json_bytes: int, upload_prefix: str) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_json_bytes = max_json_bytes
+        self.upload_prefix = upload_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        upload = scope["path"].startswith(self.upload_prefix)
+        limit = self.max_upload_bytes if upload else self.max_json_bytes
+        too_large = APIError(413, f"the request body is larger than the server's limit of {limit / 2**20:g} MiB "
+                                  f"({'--max-upload-mb' if upload else '--max-json-mb'})", code="payload_too_large")
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await send_error(send, APIError(413, self._message(), code="payload_too_large"))
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await send_error(send, too_large)
         seen = 0
 
         async def limited_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise APIError(413, self._message(), code="payload_too_large")
+            if seen > limit:
+                raise too_large
             return message
 
         await self.app(scope, limited_receive, send)
-
-    def _message(self) -> str:
-        return f"the request body is larger than the server's limit of {self.max_bytes / 2**20:g} MiB"
 
 
 class RequestMetrics:

@@ -204,6 +204,15 @@ class ChatCompletionChunk(BaseModel):
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 
 
+class ServerVad(_Request):
+    """`chunking_strategy` with explicit voice-activity settings: one piece (and segment) per utterance."""
+
+    type: Literal["server_vad"]
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(300, ge=0, le=10_000)
+    silence_duration_ms: int = Field(200, ge=0, le=10_000)
+
+
 class TranscriptionRequest(_Request):
     """Fields of the multipart form (the `file` part travels beside it)."""
 
@@ -215,7 +224,7 @@ class TranscriptionRequest(_Request):
     timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
     stream: bool = False
     include: list[Literal["logprobs"]] = Field(default_factory=list)
-    chunking_strategy: str | dict | None = None
+    chunking_strategy: Literal["auto"] | ServerVad | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     # extensions: translate into this language instead of English (translations only); vLLM-style length control
     target_language: str | None = None

@@ -3,7 +3,7 @@
 import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -35,7 +35,7 @@ def check_model(request: Request, model: str) -> None:
                        param="model", code="model_not_found")
 
 
-async def transcription_form(request: Request) -> tuple[TranscriptionRequest, bytes]:
+async def transcription_form(request: Request) -> tuple[TranscriptionRequest, BinaryIO]:
     """The multipart form as the OpenAI SDK sends it (`timestamp_granularities[]`, `stream=true`, ...)."""
     form = await request.form()
     upload = form.get("file")
@@ -57,10 +57,10 @@ async def transcription_form(request: Request) -> tuple[TranscriptionRequest, by
         message, param = describe_validation_error(exc.errors())
         raise bad_request(message, param=param) from exc
     check_model(request, parsed.model)
-    return parsed, await upload.read()
+    return parsed, upload.file  # spooled to disk past 1 MiB by the form parser; decoded as it is read
 
 
-TranscriptionForm = Annotated[tuple[TranscriptionRequest, bytes], Depends(transcription_form)]
+TranscriptionForm = Annotated[tuple[TranscriptionRequest, BinaryIO], Depends(transcription_form)]
 _FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file", "model"],
     "properties": {"file": {"type": "string", "format": "binary"}, **TranscriptionRequest.model_json_schema()["properties"]},
@@ -80,7 +80,7 @@ async def translations(request: Request, form: TranscriptionForm) -> Response:
     return await _transcribe(request, form, "translate")
 
 
-async def _transcribe(request: Request, form: tuple[TranscriptionRequest, bytes], task: Task) -> Response:
+async def _transcribe(request: Request, form: tuple[TranscriptionRequest, BinaryIO], task: Task) -> Response:
     parsed, audio = form
     result = await until_disconnected(request, request.app.state.transcription.create(parsed, audio, task))
     if isinstance(result, AsyncIterator):

@@ -1,5 +1,6 @@
 """POST /v1/chat/completions: OpenAI messages with audio parts -> the engine -> a completion or chunks."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,22 +25,24 @@ from server.api.protocol import (
     TopLogprob,
     Usage,
 )
-from server.audio.chunking import split_fixed
+from server.audio.chunking import contiguous_spans
+from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine
 from server.engine.request import Prompt, TokenLogprob
 
 
 class ChatServing:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, detector: SpeechDetector) -> None:
         self.engine = engine
+        self.detector = detector
         self.model_id = settings.model_id
         self.default_max_tokens = settings.default_max_tokens
         self.timeout_s = settings.request_timeout_s
         self.media = MediaPolicy.from_settings(settings)
 
     async def create(self, request: ChatCompletionRequest) -> ChatCompletion | AsyncIterator[str]:
-        conversation, clips = await to_conversation(request.messages, self.media)
+        conversation, clips = await to_conversation(request.messages, self.media, self.detector)
         prompt = await prepare(self.engine, conversation, clips)
         self.engine.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)
         max_tokens = output_budget(self.engine, prompt, request.requested_max_tokens, self.default_max_tokens)
@@ -98,10 +101,11 @@ class ChatServing:
         return TopLogprob(token=piece, logprob=logprob, bytes=list(piece.encode()))
 
 
-async def to_conversation(messages: list[ChatMessage], media: MediaPolicy) -> tuple[list[dict], list[np.ndarray]]:
+async def to_conversation(messages: list[ChatMessage], media: MediaPolicy,
+                          detector: SpeechDetector) -> tuple[list[dict], list[np.ndarray]]:
     """OpenAI messages -> the chat template's messages (audio parts become {"type": "audio"}) and the clips.
 
-    Audio longer than the encoder's 30 s window becomes consecutive clips, so nothing is silently cut.
+    Audio longer than the encoder's 30 s window becomes consecutive clips, cut at pauses, so nothing is lost.
     """
     conversation, clips = [], []
     for index, message in enumerate(messages):
@@ -117,9 +121,9 @@ async def to_conversation(messages: list[ChatMessage], media: MediaPolicy) -> tu
             if role != "user":
                 raise bad_request("audio is accepted in user messages only", param=f"messages.{index}.content")
             samples = await part_audio(part, media, f"messages.{index}.content.{part_index}")
-            for _, piece in split_fixed(samples):
+            for span in await asyncio.to_thread(contiguous_spans, samples, detector):
                 parts.append({"type": "audio"})
-                clips.append(piece)
+                clips.append(samples[span.start : span.end])
         conversation.append({"role": role, "content": parts})
     if not any(m["role"] == "user" for m in conversation):
         raise bad_request("messages must contain at least one user message", param="messages")

@@ -1,26 +1,28 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: audio -> instruction -> engine -> text/subtitles.
 
-Audio longer than the encoder's 30 s window is cut into pieces that go through the engine together (they
-batch) and are stitched back in order; each piece is one timed segment.
+Audio of any length: the upload is decoded and cut at pauses as it goes (server.audio.chunking), each piece of at
+most 30 s becomes its own request to the engine, a window of them in flight at once so they batch, and their texts
+are stitched back in order. Each piece is one segment, timed where its speech is in the original audio.
 """
 
 import asyncio
+import dataclasses
 import math
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal
-
-import numpy as np
+from typing import BinaryIO, Literal
 
 from server.api.errors import bad_request
 from server.api.generation import Completion, collect, output_budget, prepare, sse, sse_error, submit, timed_out
 from server.api.languages import language_name
-from server.api.media import MediaPolicy, upload_audio
+from server.api.media import MediaPolicy, UploadPieces
 from server.api.protocol import (
     DurationUsage,
     InputTokenDetails,
     Segment,
+    ServerVad,
     Transcription,
     TranscriptionLogprob,
     TranscriptionRequest,
@@ -28,11 +30,12 @@ from server.api.protocol import (
     VerboseTranscription,
 )
 from server.api.subtitles import to_srt, to_vtt
-from server.audio.chunking import split_fixed
-from server.audio.decode import duration_seconds
+from server.audio.chunking import AudioPiece, VadOptions
+from server.audio.decode import SAMPLE_RATE
+from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine, RequestStream
-from server.engine.request import Prompt, SamplingParams
+from server.engine.request import SamplingParams
 
 Task = Literal["transcribe", "translate"]
 
@@ -45,68 +48,117 @@ TOKENS_CAP_FLOOR = 32
 class Piece:
     start: float
     end: float
-    prompt: Prompt
-    stream: RequestStream
+    speech: float  # the detector's highest speech probability in the piece
+    input_tokens: int
+    audio_tokens: int
+    stream: RequestStream | None  # None once finished
+
+    def finished(self, completion: Completion) -> "tuple[Piece, Completion]":
+        """What is kept of a finished piece: not its stream, whose prompt holds the audio features (~1.5 MB)."""
+        return dataclasses.replace(self, stream=None), completion
 
 
 class TranscriptionServing:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, detector: SpeechDetector) -> None:
         self.engine = engine
+        self.detector = detector
         self.default_max_tokens = settings.default_max_tokens
         self.timeout_s = settings.request_timeout_s
         self.media = MediaPolicy.from_settings(settings)
+        # Pieces of one upload in flight at once: enough to fill a batch, few enough to leave room for others
+        # and to keep an hour of audio from sitting in the queue as features.
+        self.window = settings.max_batch_size
 
-    async def create(self, request: TranscriptionRequest, audio: bytes, task: Task) -> str | dict | AsyncIterator[str]:
-        samples = await upload_audio(audio, self.media)
-        duration = duration_seconds(samples)
-        self.engine.metrics.audio_seconds.labels(f"{task}").inc(duration)
-        pieces = await self._submit(request, samples, task)
+    async def create(self, request: TranscriptionRequest, audio: BinaryIO, task: Task) -> str | dict | AsyncIterator[str]:
+        upload = UploadPieces(audio, self.media, self.detector, vad_options(request.chunking_strategy))
+        pieces = self._pieces(request, task, upload)
+        try:
+            first = await anext(pieces, None)  # bad audio fails here, while a status code can still say so
+        except BaseException:
+            await pieces.aclose()
+            raise
         if request.stream:
-            return self._events(pieces)
+            return self._events(first, pieces, upload, task)
+        done: list[tuple[Piece, Completion]] = []
         try:
             async with asyncio.timeout(self.timeout_s or None):
-                completions = [await collect(piece.stream, 0) for piece in pieces]
+                piece = first
+                while piece is not None:
+                    done.append(piece.finished(await collect(piece.stream, 0)))
+                    piece = await anext(pieces, None)
         except TimeoutError as exc:
             raise timed_out(self.timeout_s) from exc
         finally:
-            _cancel(pieces)
-        return self._format(request, task, duration, pieces, completions)
+            await pieces.aclose()
+        self.engine.metrics.audio_seconds.labels(task).inc(upload.seconds)
+        return self._format(request, task, upload.seconds, done)
 
-    async def _submit(self, request: TranscriptionRequest, samples: np.ndarray, task: Task) -> list[Piece]:
+    async def _pieces(self, request: TranscriptionRequest, task: Task, upload: UploadPieces) -> AsyncIterator[Piece]:
+        """Submitted pieces in order, each as soon as it is submitted, while a task keeps cutting and submitting the
+        next ones: at most `window` pieces of this upload are in the engine (a slot frees when the caller moves on)."""
         conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": instruction(request, task)}]}]
-        pieces: list[Piece] = []
-        try:
-            for start, clip in split_fixed(samples):
-                prompt = await prepare(self.engine, conversation, [clip])
-                end = start + duration_seconds(clip)
-                cap = math.ceil((end - start) * TOKENS_PER_SECOND_CAP) + TOKENS_CAP_FLOOR
-                max_tokens = output_budget(self.engine, prompt, request.max_tokens, min(self.default_max_tokens, cap))
-                params = SamplingParams(
-                    max_tokens, temperature=request.temperature, seed=request.seed, logprobs=0,
-                    min_tokens=min(request.min_tokens, max_tokens), ignore_eos=request.ignore_eos,
-                )
-                pieces.append(Piece(start, end, prompt, submit(self.engine, prompt, params)))
-        except BaseException:
-            _cancel(pieces)
-            raise
-        return pieces
+        slots = asyncio.Semaphore(self.window)
+        submitted: asyncio.Queue[Piece | Exception | None] = asyncio.Queue()
 
-    async def _events(self, pieces: list[Piece]) -> AsyncIterator[str]:
-        """transcript.text.delta events in order, then transcript.text.done with usage, then [DONE]."""
-        completions: list[Completion] = []
+        async def submit_all() -> None:
+            try:
+                async with aclosing(aiter(upload)) as audio_pieces:
+                    async for audio in audio_pieces:
+                        await slots.acquire()
+                        submitted.put_nowait(await self._submit(request, conversation, audio))
+                submitted.put_nowait(None)
+            except Exception as exc:  # bad audio, a full queue, ...: the caller raises it in order
+                submitted.put_nowait(exc)
+
+        producer = asyncio.create_task(submit_all())
+        try:
+            while (item := await submitted.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                try:
+                    yield item
+                finally:
+                    slots.release()
+        finally:
+            producer.cancel()  # the caller gave up (error, disconnect, deadline) or all is done
+            await asyncio.gather(producer, return_exceptions=True)
+            while not submitted.empty():  # submitted but never read: free their slots in the engine now
+                if isinstance(item := submitted.get_nowait(), Piece):
+                    item.stream.cancel()
+
+    async def _submit(self, request: TranscriptionRequest, conversation: list[dict], audio: AudioPiece) -> Piece:
+        prompt = await prepare(self.engine, conversation, [audio.samples])
+        start, end = audio.span.start / SAMPLE_RATE, audio.span.end / SAMPLE_RATE
+        cap = math.ceil(audio.samples.shape[0] / SAMPLE_RATE * TOKENS_PER_SECOND_CAP) + TOKENS_CAP_FLOOR
+        max_tokens = output_budget(self.engine, prompt, request.max_tokens, min(self.default_max_tokens, cap))
+        params = SamplingParams(
+            max_tokens, temperature=request.temperature, seed=request.seed, logprobs=0,
+            min_tokens=min(request.min_tokens, max_tokens), ignore_eos=request.ignore_eos,
+        )
+        return Piece(start, end, audio.span.speech, prompt.num_tokens, prompt.audio_tokens, submit(self.engine, prompt, params))
+
+    async def _events(self, first: Piece | None, pieces: AsyncIterator[Piece], upload: UploadPieces,
+                      task: Task) -> AsyncIterator[str]:
+        """transcript.text.delta events in order as pieces finish, then transcript.text.done with usage, then [DONE]."""
+        done: list[tuple[Piece, Completion]] = []
         text = ""
         try:
             async with asyncio.timeout(self.timeout_s or None):
-                for piece in pieces:
+                piece = first
+                while piece is not None:
                     completion = Completion()
-                    async for event in piece.stream:
-                        first_text = not completion.text
-                        completion.add(event)
-                        if event.text:
-                            delta = (" " if first_text and text else "") + event.text  # as join_pieces joins
-                            text += delta
-                            yield sse({"type": "transcript.text.delta", "delta": delta})
-                    completions.append(completion)
+                    try:
+                        async for event in piece.stream:
+                            first_text = not completion.text
+                            completion.add(event)
+                            if event.text:
+                                delta = (" " if first_text and text else "") + event.text  # as join_pieces joins
+                                text += delta
+                                yield sse({"type": "transcript.text.delta", "delta": delta})
+                    finally:
+                        piece.stream.cancel()
+                    done.append(piece.finished(completion))
+                    piece = await anext(pieces, None)
         except TimeoutError:
             yield sse_error(timed_out(self.timeout_s))
             return
@@ -114,21 +166,21 @@ class TranscriptionServing:
             yield sse_error(exc)
             return
         finally:
-            _cancel(pieces)
-        usage = _usage([p.prompt for p in pieces], completions)
+            await pieces.aclose()
+        self.engine.metrics.audio_seconds.labels(task).inc(upload.seconds)
+        usage = _usage(done)
         yield sse({"type": "transcript.text.done", "text": text, "usage": usage.model_dump()})
         yield sse("[DONE]")
 
-    def _format(self, request: TranscriptionRequest, task: Task, duration: float, pieces: list[Piece],
-                completions: list[Completion]) -> str | dict:
-        text = join_pieces([c.text for c in completions])
-        usage = _usage([p.prompt for p in pieces], completions)
+    def _format(self, request: TranscriptionRequest, task: Task, duration: float,
+                done: list[tuple[Piece, Completion]]) -> str | dict:
+        text = join_pieces([c.text for _, c in done])
         if request.response_format == "text":
             return text
         if request.response_format == "json":
-            body = Transcription(text=text, usage=usage, logprobs=self._logprobs(completions) if request.include else None)
-            return body.model_dump(exclude_none=True)
-        segments = [_segment(i, p, c, request.temperature) for i, (p, c) in enumerate(zip(pieces, completions))]
+            logprobs = self._logprobs([c for _, c in done]) if request.include else None
+            return Transcription(text=text, usage=_usage(done), logprobs=logprobs).model_dump(exclude_none=True)
+        segments = [_segment(i, p, c, request.temperature) for i, (p, c) in enumerate(done)]
         if request.response_format == "srt":
             return to_srt((s.start, s.end, s.text) for s in segments)
         if request.response_format == "vtt":
@@ -144,6 +196,14 @@ class TranscriptionServing:
         return [TranscriptionLogprob(token=p, bytes=list(p.encode()), logprob=lp.logprob) for lp, p in pieces]
 
 
+def vad_options(strategy: str | ServerVad | None) -> VadOptions | None:
+    """OpenAI's `chunking_strategy` -> how the audio is cut (None: whole if it fits one piece)."""
+    if isinstance(strategy, ServerVad):
+        return VadOptions(threshold=strategy.threshold, silence_ms=strategy.silence_duration_ms,
+                          padding_ms=strategy.prefix_padding_ms, merge=False)
+    return VadOptions() if strategy == "auto" else None
+
+
 def instruction(request: TranscriptionRequest, task: Task) -> str:
     """The natural-language instruction the instruct model gets after the audio."""
     if task == "transcribe":
@@ -156,11 +216,6 @@ def instruction(request: TranscriptionRequest, task: Task) -> str:
     if request.prompt:
         text += f" Context and spellings to follow: {request.prompt}"
     return text
-
-
-def _cancel(pieces: list[Piece]) -> None:
-    for piece in pieces:
-        piece.stream.cancel()
 
 
 def join_pieces(texts: list[str]) -> str:
@@ -187,14 +242,14 @@ def _segment(index: int, piece: Piece, completion: Completion, temperature: floa
         temperature=temperature,
         avg_logprob=sum(logprobs) / len(logprobs) if logprobs else 0.0,
         compression_ratio=len(encoded) / len(zlib.compress(encoded)) if encoded else 0.0,
-        no_speech_prob=0.0,  # no voice-activity detector yet: every piece is treated as speech
+        no_speech_prob=round(1.0 - piece.speech, 4),  # from the voice-activity detector, not the model
     )
 
 
-def _usage(prompts: list[Prompt], completions: list[Completion]) -> TranscriptionUsage:
-    input_tokens = sum(p.num_tokens for p in prompts)
-    audio_tokens = sum(p.audio_tokens for p in prompts)
-    output_tokens = sum(len(c.token_ids) for c in completions)
+def _usage(done: list[tuple[Piece, Completion]]) -> TranscriptionUsage:
+    input_tokens = sum(p.input_tokens for p, _ in done)
+    audio_tokens = sum(p.audio_tokens for p, _ in done)
+    output_tokens = sum(len(c.token_ids) for _, c in done)
     return TranscriptionUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -13,7 +13,7 @@ MODEL = "tiny"
 
 @pytest.fixture(scope="session")
 def settings(tiny_model_dir) -> Settings:
-    return Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=8, batch_wait_ms=20, max_upload_mb=8,
+    return Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=8, batch_wait_ms=20, max_upload_mb=8, max_json_mb=8,
                     max_audio_seconds=600)
 
 

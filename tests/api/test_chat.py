@@ -1,10 +1,16 @@
 """POST /v1/chat/completions with audio parts through the OpenAI SDK."""
 
 import base64
+import re
 
+import openai
+import pytest
+
+from server.audio.chunking import contiguous_spans
 from server.audio.decode import decode_audio
 from tests.api.conftest import MODEL
 from tests.audio_samples import encode, tone, wav
+from tests.speech import requires_espeak, speech_track
 
 
 def audio_part(data: bytes, fmt: str = "wav") -> dict:
@@ -60,12 +66,30 @@ async def test_text_only_chat(client, reference):
     assert response.usage.prompt_tokens_details.audio_tokens == 0
 
 
-async def test_long_audio_becomes_consecutive_clips(client):
-    response = await client.chat.completions.create(
-        model=MODEL, max_tokens=4, temperature=0,
-        messages=[{"role": "user", "content": [audio_part(wav(35.0, seed=14)), {"type": "text", "text": "Summarize."}]}],
-    )
-    assert response.usage.prompt_tokens_details.audio_tokens == 750 + 125
+@requires_espeak
+async def test_long_audio_becomes_consecutive_clips_cut_at_pauses(client, reference, app):
+    samples, _ = speech_track(70.0, seed=14)
+    audio = encode(samples[None], "wav")
+    question = [audio_part(audio), {"type": "text", "text": "Summarize."}]
+    response = await client.chat.completions.create(model=MODEL, max_tokens=8, temperature=0,
+                                                    messages=[{"role": "user", "content": question}])
+    decoded = decode_audio(audio)
+    clips = [decoded[s.start : s.end] for s in contiguous_spans(decoded, app.state.chat.detector)]
+    assert len(clips) == 3 and sum(c.shape[0] for c in clips) == decoded.shape[0], "nothing dropped"
+    conversation = [{"role": "user", "content": [{"type": "audio"}] * 3 + [{"type": "text", "text": "Summarize."}]}]
+    expected, _ = reference(conversation, clips, 8)
+    assert response.choices[0].message.content == expected
+
+
+async def test_audio_beyond_the_context_says_how_much_fits(client):
+    too_long = encode(tone(360.0, seed=15), "mp3")  # 9000 audio tokens; the tiny model's context is 8192
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model=MODEL, max_tokens=4, messages=[
+            {"role": "user", "content": [audio_part(too_long, "mp3"), {"type": "text", "text": "Summarize."}]}])
+    error = caught.value.body
+    assert error["code"] == "context_length_exceeded"
+    fits = int(re.search(r"about (\d+) s of audio fit", error["message"]).group(1))
+    assert 310 <= fits <= 328  # (8192 - the text's tokens - 4) / ~25 audio tokens per second
 
 
 async def test_streaming_with_usage(client):
