@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -11,6 +12,12 @@ import httpx
 import psutil
 
 from server.bench.workload import BenchRequest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class ServerProcess:

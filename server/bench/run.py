@@ -4,13 +4,13 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
-import socket
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from server.bench.http_load import ServerProcess, run_load
+from server.bench.http_load import ServerProcess, free_port, run_load
+from server.bench.long_audio import run_long_audio, table
 from server.bench.recipe import run_recipe
 from server.bench.report import figures, write
 from server.bench.workload import Workload
@@ -33,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
     p.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
+    p.add_argument("--long-audio", metavar="MINUTES",
+                   help="instead: memory and speed of one upload per length, e.g. 10,60 (needs espeak-ng)")
     return p
 
 
@@ -41,6 +43,12 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
     model_dir = args.model or str(_preset_model(args.preset))
+    if args.long_audio:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        minutes = [float(m) for m in args.long_audio.split(",")]
+        print(table(run_long_audio(model_dir, minutes, args.output_tokens, args.device, args.dtype, out)))
+        return 0
     workload = Workload(args.requests, args.clip_seconds, args.output_tokens, tuple(args.tasks.split(",")))
     requests = workload.build()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -74,7 +82,7 @@ def _recipe(model_dir: str, requests, args) -> dict:
 
 
 def _ours(model_dir: str, requests, levels: list[int], args, out: Path) -> list[dict]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
                "--port", str(port), "--device", args.device, "--dtype", args.dtype,
                "--max-batch-size", str(max(levels)), "--log-level", "warning"]
@@ -89,7 +97,7 @@ def _ours(model_dir: str, requests, levels: list[int], args, out: Path) -> list[
 
 
 def _transformers_serve(model_dir: str, requests, level: int, args, out: Path) -> list[dict]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_dir, "--port", str(port),
                "--host", "127.0.0.1"]
     try:
@@ -161,7 +169,3 @@ def _device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -1,0 +1,64 @@
+"""`bench --long-audio 10,60`: does memory stay flat with audio length? One fresh server per length, one upload
+of that many minutes of real speech (espeak-ng, pauses included) through the OpenAI SDK into verbose_json, and the
+server's peak resident memory, wall time and real-time factor."""
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from openai import OpenAI
+
+from server.bench.http_load import ServerProcess, free_port
+from server.bench.speech import flac, have_espeak, speech_track
+
+logger = logging.getLogger(__name__)
+
+
+def run_long_audio(model_dir: str, minutes: list[float], output_tokens: int, device: str, dtype: str,
+                   out: Path) -> list[dict]:
+    if not have_espeak():
+        raise SystemExit("bench --long-audio needs espeak-ng (Debian/Ubuntu: apt install espeak-ng)")
+    rows = []
+    for length in minutes:
+        samples, utterances = speech_track(length * 60, seed=int(length))
+        audio = flac(samples)
+        del samples
+        port = free_port()
+        command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
+                   "--port", str(port), "--device", device, "--dtype", dtype, "--log-level", "warning",
+                   "--max-upload-mb", str(max(64, len(audio) * 2 // 2**20))]
+        with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / f"long-audio-{length:g}min.log") as server:
+            time.sleep(1.0)  # a memory sample of the idle server
+            idle = server.peak_rss
+            client = OpenAI(base_url=f"{server.base_url}/v1", api_key="none", timeout=3 * 3600, max_retries=0)
+            logger.info("long audio: %g min (%.1f MB of FLAC)", length, len(audio) / 1e6)
+            started = time.perf_counter()
+            result = client.audio.transcriptions.create(
+                model="bench", file=("speech.flac", audio), response_format="verbose_json",
+                extra_body={"max_tokens": output_tokens})
+            wall = time.perf_counter() - started
+            time.sleep(0.5)  # one more memory sample after the answer
+            rows.append({"minutes": length, "upload_mb": round(len(audio) / 2**20, 1),
+                         "duration_s": result.duration, "utterances": len(utterances),
+                         "segments": len(result.segments), "wall_s": round(wall, 1),
+                         "rtfx": round(result.duration / wall, 1), "idle_rss_mb": round(idle / 2**20),
+                         "peak_rss_mb": round(server.peak_rss / 2**20)})
+    (out / "long_audio.json").write_text(json.dumps(rows, indent=2))
+    (out / "long_audio.md").write_text(table(rows))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| audio | upload | segments | wall | RTFx | server RSS idle | server RSS peak |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['minutes']:g} min | {r['upload_mb']} MiB | {r['segments']} | {r['wall_s']} s | {r['rtfx']}x | "
+              f"{r['idle_rss_mb']} MiB | {r['peak_rss_mb']} MiB |" for r in rows]
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        growth = (last["peak_rss_mb"] - last["idle_rss_mb"]) / max(1, first["peak_rss_mb"] - first["idle_rss_mb"])
+        lines.append(f"\n{last['minutes']:g} min vs {first['minutes']:g} min: {last['minutes'] / first['minutes']:g}x the "
+                     f"audio, peak RSS {last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x "
+                     f"(above idle: {growth:.2f}x)")
+    return "\n".join(lines) + "\n"
