@@ -34,16 +34,16 @@ def pull(model: str, revision: str | None = None) -> tuple[Path, bool]:
 
 
 def _advice(model: str, revision: str | None, offline: bool, exc: Exception) -> str:
-    from huggingface_hub import constants
+    from huggingface_hub import constants, errors
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
-        IncompleteSnapshotError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    incomplete = getattr(errors, "IncompleteSnapshotError", ())  # newer releases tell a partial snapshot apart
     cache = constants.HF_HUB_CACHE
     if isinstance(exc, GatedRepoError):
         return f"{model} is gated: accept its terms on huggingface.co, then log in (`hf auth login` or HF_TOKEN)"
@@ -52,7 +52,7 @@ def _advice(model: str, revision: str | None, offline: bool, exc: Exception) -> 
                 "was given: `hf auth login` or HF_TOKEN)")
     if isinstance(exc, RevisionNotFoundError):
         return f"{model} has no revision {revision!r} on the Hugging Face Hub"
-    if isinstance(exc, IncompleteSnapshotError):
+    if isinstance(exc, incomplete):
         return f"only part of {model} is in the cache {cache}, and the Hub cannot be reached to finish it: run pull again with network"
     if isinstance(exc, LocalEntryNotFoundError) and offline:
         return (f"{model} is not in the Hugging Face cache {cache}, and HF_HUB_OFFLINE is set: run pull where the "

@@ -130,11 +130,14 @@ def test_serve_offline_loads_a_hub_id_from_the_cache_and_writes_nothing_there(ti
         assert _wait_ready(base, process), process.stdout.read()
         models = httpx.get(f"{base}/v1/models").json()["data"]
         assert models[0]["id"] == REPO and models[0]["root"] == REPO
+        assert _healthcheck(port).returncode == 0  # the image's HEALTHCHECK, with the image's QWEN2_AUDIO_HOST
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert f"loaded {REPO}" in output
+    down = _healthcheck(port)
+    assert down.returncode == 1 and "/ready" in down.stderr
     # nothing written to the cache: it can be mounted read-only (Kubernetes mounts it so)
     assert _tree(hf_home) == before
 
@@ -143,6 +146,12 @@ def test_serve_offline_without_the_model_stops_with_advice(hf_home):
     result = run_cli("serve", "--model", REPO, env={"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1
     assert "not in the local Hugging Face cache" in result.stderr and "Traceback" not in result.stderr
+
+
+def _healthcheck(port: int) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
+    env = {**os.environ, "QWEN2_AUDIO_HOST": "0.0.0.0", "QWEN2_AUDIO_PORT": str(port)}
+    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
 
 
 def _free_port() -> int:
