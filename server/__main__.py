@@ -1,12 +1,15 @@
-"""Command line: `qwen2-audio-server serve|tiny-model` (also `python -m server`)."""
+"""Command line: `qwen2-audio-server serve|pull|bench|tiny-model` (also `python -m server`)."""
 
 import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 from pydantic_settings import CliApp
+
+from server.config import DEFAULT_MODEL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="start the HTTP server (see `serve --help`)", add_help=False)
     commands.add_parser("bench", help="benchmark against the recipe and transformers serve (see `bench --help`)",
                         add_help=False)
+    pull = commands.add_parser("pull", help="download a model into the Hugging Face cache, for serving offline")
+    pull.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"hub id (default: {DEFAULT_MODEL})")
+    pull.add_argument("--revision", help="branch, tag or commit (default: main)")
     tiny = commands.add_parser("tiny-model", help="write a random-weight Qwen2-Audio of the real architecture")
     tiny.add_argument("out_dir", help="folder to write (a hub-like snapshot that `serve --model` loads)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed")
@@ -26,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench(argv[1:])
     args = parser.parse_args(argv)
+    if args.command == "pull":
+        return pull_model(args.model, args.revision)
     if args.command == "tiny-model":
         return tiny_model(args.out_dir, args.seed)
     return 2
@@ -45,16 +53,34 @@ def serve(argv: list[str]) -> int:
         print(f"qwen2-audio-server serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler found at start:
+    # make that handler a clean exit, so `docker stop` and Kubernetes see status 0. Set before the (minutes long)
+    # model load too: as a container's PID 1 the process would otherwise ignore SIGTERM until it is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         runner = build_runner(settings)  # before binding the port, so a bad --model fails at once and clearly
     except ModelLoadError as exc:
         logging.getLogger("server").error("%s", exc)
         return 1
-    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler found at start:
-    # make that handler a clean exit, so `docker stop` and Kubernetes see status 0.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings, runner), host=settings.host, port=settings.port,
                 log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_grace_s or None)
+    return 0
+
+
+def pull_model(model: str, revision: str | None) -> int:
+    from server.pull import PullError, pull, snapshot_size
+
+    if Path(model).is_dir():
+        print(f"{model} is a local folder: serve loads it as it is (--model {model}); nothing to pull")
+        return 0
+    try:
+        path, checked = pull(model, revision)
+    except PullError as exc:
+        print(f"qwen2-audio-server pull: {exc}", file=sys.stderr)
+        return 1
+    how = "is in the Hugging Face cache" if checked else "is in the Hugging Face cache (HF_HUB_OFFLINE is set: not checked for updates)"
+    print(f"{model} {how}: {path} ({snapshot_size(path) / 1e9:.2f} GB). "
+          f"Serve it without network: HF_HUB_OFFLINE=1 qwen2-audio-server serve --model {model}")
     return 0
 
 
