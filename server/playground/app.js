@@ -189,9 +189,8 @@ async function run() {
     const response = await api(request.endpoint, {method: "POST", signal: controller.signal, ...init});
     await readEvents(response, (event) => {
       if (event.type === "transcript.text.delta") onText(event.delta);
-      if (event.type === "transcript.text.done") answer.usage = event.usage;
       if (event.choices && event.choices[0]) onText(event.choices[0].delta.content);
-      if (event.usage) answer.usage = event.usage;
+      if (event.usage) answer.usage = event.usage;  // transcript.text.done, or chat's last chunk
     });
     showTiming(request, answer, performance.now() - started);
     request.text = answer.text;
