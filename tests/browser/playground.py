@@ -11,7 +11,11 @@ import pytest
 
 from tests.api.conftest import MODEL
 from tests.audio_samples import wav
+from tests.browser.conftest import CHROMIUM
 
+if not CHROMIUM.exists():  # before any server process starts
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-deps does) to test the playground",
+                allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra: scripts/setup test")
 expect = sync_api.expect
 
