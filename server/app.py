@@ -18,6 +18,7 @@ from server.config import Settings
 from server.engine.engine import Engine, EngineConfig
 from server.engine.model_runner import ModelRunner, RunnerConfig
 from server.metrics import Metrics
+from server.playground import router as playground
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def create_app(settings: Settings, runner: ModelRunner | None = None) -> FastAPI
         app.state.transcription = TranscriptionServing(engine, settings, detector)
         logger.info("serving %s as %r (aliases: %s)", settings.model_path, settings.model_id,
                     ", ".join(settings.model_alias) or "none")
+        if settings.playground:
+            logger.info("playground page: http://%s:%d/ (--no-playground turns it off)", settings.host, settings.port)
         yield
         await engine.stop()
 
@@ -64,6 +67,8 @@ def create_app(settings: Settings, runner: ModelRunner | None = None) -> FastAPI
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(public)
+    if settings.playground:
+        app.include_router(playground)
     if settings.cors_origin:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     """Longest accepted audio per request, in seconds (400 above it)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
+    playground: bool = True
+    """Serve the playground page at / (try every task from a browser through the /v1 API); --no-playground turns it off."""
 
     @field_validator("api_key", "model_alias", "cors_origin", "allow_remote_audio_host", mode="before")
     @classmethod
