@@ -35,7 +35,7 @@ def start(model_dir: str, *flags: str) -> tuple[subprocess.Popen, str]:
 
 
 async def _stream_to_the_end(http: httpx.AsyncClient, started: asyncio.Event, counter: list) -> str:
-    body = {"model": MODEL, "max_tokens": 300, "ignore_eos": True, "stream": True,
+    body = {"model": MODEL, "max_tokens": 120, "ignore_eos": True, "stream": True,
             "messages": [{"role": "user", "content": "keep going"}]}
     last = ""
     async with http.stream("POST", "/v1/chat/completions", json=body) as response:
