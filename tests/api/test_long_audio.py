@@ -2,8 +2,6 @@
 where the speech is, subtitles a standard parser reads, streaming that starts long before the end, flat memory."""
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import httpx
@@ -14,7 +12,8 @@ import webvtt
 from openai import AsyncOpenAI
 
 from tests.api.conftest import MODEL
-from tests.api.test_process import _free_port, _metric
+from tests.api.test_lifecycle import start as start_server
+from tests.api.test_process import _metric
 from tests.audio_samples import encode
 from tests.speech import flac, requires_espeak, speech_track
 
@@ -25,22 +24,7 @@ FORMATS = ["mp3", "ogg", "m4a", "flac"]
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--model", tiny_model_dir, "--served-model-name", MODEL,
-         "--port", str(port), "--max-batch-size", "16", "--max-upload-mb", "256"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.2)
+    process, base = start_server(tiny_model_dir, "--max-batch-size", "16", "--max-upload-mb", "256")
     yield base, process.pid
     process.terminate()
     process.communicate(timeout=30)
