@@ -50,7 +50,7 @@ WORKDIR /opt/qwen2-audio-server
 COPY pyproject.toml README.md ./
 COPY server server/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install -c docker/constraints.txt . \
+    pip install -c docker/constraints.txt ".[quant]" \
     && pip check
 COPY docker/healthcheck.py docker/
 # The code stays root's (read-only to the server); the cache is the server's. HOST 0.0.0.0: reachable through

@@ -5,6 +5,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -12,30 +13,55 @@ from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from server.api.routes import public, v1
 from server.api.serving_chat import ChatServing
-from server.api.serving_transcription import TranscriptionServing
+from server.api.serving_transcription import TRANSCRIBE_INSTRUCTION, TranscriptionServing
 from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine, EngineConfig
-from server.engine.model_runner import ModelRunner, RunnerConfig
+from server.engine.model_runner import ModelLoadError, ModelRunner, RunnerConfig
 from server.metrics import Metrics
 from server.playground import router as playground
 
 logger = logging.getLogger(__name__)
 
-FULL_CLIP_TOKENS = 800  # a 30 s clip (750 audio tokens) with the chat template around it
-
 
 def build_runner(settings: Settings) -> ModelRunner:
-    """Load the model (a blocking call: seconds for the tiny model, minutes for the 7B)."""
-    runner = ModelRunner(RunnerConfig(settings.model_path, settings.device, settings.dtype, settings.random_weights))
+    """Load the model (a blocking call: seconds for the tiny model, minutes for the 7B); fails with a
+    ModelLoadError when it cannot load or leaves no memory for the KV cache."""
+    runner = ModelRunner(RunnerConfig(settings.model_path, settings.device, settings.dtype, settings.random_weights,
+                                      settings.quantization, settings.quantization_backend))
     runner.load()
+    kv_budget(settings, runner)
     return runner
 
 
+def kv_budget(settings: Settings, runner: ModelRunner) -> int:
+    budget = runner.kv_budget_tokens(settings.kv_cache_tokens, settings.max_batch_size, settings.memory_utilization)
+    if budget == 0:
+        raise ModelLoadError(
+            f"no memory is left for the KV cache after {runner.weights_bytes / 2**30:.2f} GiB of weights within "
+            f"--memory-utilization {settings.memory_utilization}: try --quantization int4, a higher "
+            "--memory-utilization, or free the device"
+        )
+    return budget
+
+
+def clip_tokens(settings: Settings, runner: ModelRunner) -> int:
+    """KV tokens one 30 s transcription takes at most: its real prompt (750 audio tokens, the chat template and
+    the instruction) plus --default-max-tokens."""
+    content = [{"type": "audio"}, {"type": "text", "text": TRANSCRIBE_INSTRUCTION}]
+    prompt = runner.prepare([{"role": "user", "content": content}], [np.zeros(30 * 16_000, np.float32)])
+    return prompt.num_tokens + settings.default_max_tokens
+
+
 def build_engine(settings: Settings, runner: ModelRunner, metrics: Metrics) -> Engine:
-    budget = runner.kv_budget_tokens(settings.kv_cache_tokens, settings.max_batch_size)
-    logger.info("KV-cache budget: %d tokens (%.2f GiB), room for %d concurrent 30 s clips", budget,
-                budget * runner.kv_bytes_per_token / 2**30, budget // (FULL_CLIP_TOKENS + settings.default_max_tokens))
+    budget, per_clip = kv_budget(settings, runner), clip_tokens(settings, runner)
+    logger.info("memory: %.2f GiB of weights; KV-cache budget %d tokens (%.2f GiB), room for %d concurrent 30 s "
+                "clips (%d tokens each: prompt + --default-max-tokens)", runner.weights_bytes / 2**30, budget,
+                budget * runner.kv_bytes_per_token / 2**30, budget // per_clip, per_clip)
+    if budget < per_clip:
+        logger.warning("the KV-cache budget is below one 30 s clip at --default-max-tokens %d: longer requests get "
+                       "a 400; try --quantization int4 or a lower --default-max-tokens", settings.default_max_tokens)
+    metrics.weights_bytes.set(runner.weights_bytes)
     config = EngineConfig(settings.max_batch_size, settings.batch_wait_ms / 1000, budget, settings.max_queue)
     return Engine(runner, config, metrics)
 

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     """Where the model runs; auto picks CUDA when available."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     """Weight dtype; auto is bfloat16 on CUDA and float32 on CPU."""
+    quantization: Literal["none", "int8", "int4"] = "none"
+    """Store the language model's linear weights in 8 or 4 bits (audio encoder, projector, embeddings and lm_head stay in --dtype)."""
+    quantization_backend: Literal["auto", "bitsandbytes", "torchao"] = "auto"
+    """Who quantizes: auto is bitsandbytes on CUDA (LLM.int8, NF4), torchao for int8 and bitsandbytes for int4 on CPU."""
+    memory_utilization: float = Field(0.9, gt=0, le=1)
+    """Share of the GPU's memory (of RAM on CPU) the server may fill with weights, KV cache and activations."""
     api_key: Annotated[list[str], NoDecode] = []
     """API keys clients must send as `Authorization: Bearer KEY` (repeat the flag, or comma-separate in the variable). None: open."""
     api_key_file: Path | None = None
@@ -65,7 +71,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     """How long the engine waits for more requests to fill a batch once one has arrived."""
     kv_cache_tokens: int = Field(0, ge=0)
-    """KV-cache budget in tokens the scheduler fills (0: derived from free memory after the weights, 90% of the GPU's or 30% of RAM)."""
+    """KV-cache budget in tokens the scheduler fills (0: what --memory-utilization leaves after the weights and activations)."""
     default_max_tokens: int = Field(1024, ge=1)
     """Output-token limit of a request that sets none."""
     max_upload_mb: float = Field(1024.0, gt=0)

@@ -31,6 +31,8 @@ class Metrics:
         )
         self.kv_tokens = Gauge("qwen2_audio_kv_cache_tokens", "KV-cache slots held by the running batch.", registry=r)
         self.kv_budget = Gauge("qwen2_audio_kv_cache_budget_tokens", "KV-cache slots the scheduler may fill.", registry=r)
+        self.weights_bytes = Gauge("qwen2_audio_weights_bytes", "Memory the loaded weights take, as quantized.",
+                                   registry=r)
         self.gpu_memory_peak = Gauge("qwen2_audio_gpu_memory_peak_bytes", "Peak GPU memory allocated (0 on CPU).",
                                      registry=r)
         self.encoder_seconds = Histogram(

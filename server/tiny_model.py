@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import (
     GenerationConfig,
@@ -129,27 +130,84 @@ def _write(out: Path, seed: int, vocab_size: int, preset: str) -> None:
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(vocab_size)
     config = preset_config(tokenizer, preset)
-    # the full preset is written in bfloat16 (16.8 GB), as the published checkpoint is; the small ones in float32
-    dtype = torch.bfloat16 if preset == "full" else torch.float32
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        model = Qwen2AudioForConditionalGeneration(config).eval()
-    finally:
-        torch.set_default_dtype(default_dtype)
-    if preset != "full":  # at full size the standard init already gives varied tokens; wider would overflow bf16
-        _spread_weights(model)
     eos_ids = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    model.generation_config = GenerationConfig(
+    generation_config = GenerationConfig(
         bos_token_id=eos_ids[1], eos_token_id=eos_ids, pad_token_id=eos_ids[1], do_sample=False
     )
-    model.save_pretrained(out)
+    if preset == "full":  # bfloat16 as published (16.8 GB), written a module at a time: it would not fit twice in RAM
+        write_streamed(config, out, torch.bfloat16)
+        generation_config.save_pretrained(out)
+    else:
+        model = Qwen2AudioForConditionalGeneration(config).eval()
+        _spread_weights(model)
+        model.generation_config = generation_config
+        model.save_pretrained(out)
     processor = Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
     processor.save_pretrained(out)
     (out / RANDOM_WEIGHTS_MARKER).write_text(
         "This folder holds a random-weight Qwen2-Audio made by `qwen2-audio-server tiny-model`.\n"
         "Its answers are meaningless; it exists for tests and for trying the API offline.\n"
     )
+
+
+# The published checkpoint's key names (transformers renames them on load), by the model's own prefixes.
+_CHECKPOINT_PREFIXES = [("model.audio_tower.", "audio_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
+                        ("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head.")]
+
+
+@torch.no_grad()
+def write_streamed(config: Qwen2AudioConfig, out: Path, dtype: torch.dtype, shard_bytes: int = 2 * 2**30) -> None:
+    """Random weights (transformers' standard init) in safetensors shards with an index, like a hub snapshot,
+    holding one module and one shard in memory at a time instead of the whole model."""
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = Qwen2AudioForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[list[str]] = []
+    shard: dict[str, torch.Tensor] = {}
+    total = 0
+    for prefix, module in model.named_modules():
+        direct = dict(module.named_parameters(recurse=False)) | {
+            name: b for name, b in module.named_buffers(recurse=False) if name not in module._non_persistent_buffers_set}
+        if not direct:
+            continue
+        module.to_empty(device="cpu", recurse=False)
+        model._init_weights(module)
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if name in direct:
+                shard[_checkpoint_key(f"{prefix}.{name}")] = tensor.detach().contiguous()
+                total += tensor.numel() * tensor.element_size()
+        module.to_empty(device="meta", recurse=False)  # frees it; the shard keeps its tensors
+        if sum(t.numel() * t.element_size() for t in shard.values()) >= shard_bytes:
+            shards.append(_save_shard(shard, out, len(shards)))
+            shard = {}
+    if shard:
+        shards.append(_save_shard(shard, out, len(shards)))
+    weight_map = {}
+    for i, keys in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        (out / f"shard-{i}.safetensors").rename(out / name)
+        weight_map |= dict.fromkeys(keys, name)
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    config.dtype = dtype
+    config.save_pretrained(out)
+
+
+def _save_shard(tensors: dict[str, torch.Tensor], out: Path, number: int) -> list[str]:
+    save_file(tensors, out / f"shard-{number}.safetensors", metadata={"format": "pt"})
+    return list(tensors)
+
+
+def _checkpoint_key(name: str) -> str:
+    for ours, theirs in _CHECKPOINT_PREFIXES:
+        if name.startswith(ours):
+            return theirs + name[len(ours):]
+    return name
 
 
 @torch.no_grad()

@@ -204,10 +204,13 @@ def vad_options(strategy: str | ServerVad | None) -> VadOptions | None:
     return VadOptions() if strategy == "auto" else None
 
 
+TRANSCRIBE_INSTRUCTION = "Transcribe the speech in this audio word for word. Reply with the transcript only."
+
+
 def instruction(request: TranscriptionRequest, task: Task) -> str:
     """The natural-language instruction the instruct model gets after the audio."""
     if task == "transcribe":
-        text = "Transcribe the speech in this audio word for word. Reply with the transcript only."
+        text = TRANSCRIBE_INSTRUCTION
         if request.language:
             text += f" The speech is in {_language(request.language, 'language')}."
     else:

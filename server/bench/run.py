@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["tiny", "small", "full"], default="small",
                    help="size of the random-weight model when --model is not given; full = the published 7B config")
     p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--clip-seconds", type=float, default=5.0)
+    p.add_argument("--clip-seconds", type=float, help="length of every clip (default 5; 30 with --memory)")
     p.add_argument("--output-tokens", type=int, default=32, help="forced output length of every request")
     p.add_argument("--tasks", default="transcribe,chat", help="task mix, taken in turn")
     p.add_argument("--concurrency", default="1,4,16", help="concurrency levels for this server")
@@ -35,6 +35,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench-results", help="folder for bench.json, bench.md and bench.png")
     p.add_argument("--long-audio", metavar="MINUTES",
                    help="instead: memory and speed of one upload per length, e.g. 10,60 (needs espeak-ng)")
+    p.add_argument("--memory", action="store_true",
+                   help="instead: weights, peak memory and tokens/s of one request per --quantization "
+                        "(memory.json, memory.md)")
+    p.add_argument("--quantization", default="none,int8,int4", help="with --memory: the quantizations to measure")
     return p
 
 
@@ -43,12 +47,18 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
     model_dir = args.model or str(_preset_model(args.preset))
+    if args.memory:
+        from server.bench.memory import run_memory
+
+        args.clip_seconds = args.clip_seconds or 30.0
+        return run_memory(model_dir, None if args.model else args.preset, args.quantization.split(","), args)
     if args.long_audio:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         minutes = [float(m) for m in args.long_audio.split(",")]
         print(table(run_long_audio(model_dir, minutes, args.output_tokens, args.device, args.dtype, out)))
         return 0
+    args.clip_seconds = args.clip_seconds or 5.0
     workload = Workload(args.requests, args.clip_seconds, args.output_tokens, tuple(args.tasks.split(",")))
     requests = workload.build()
     levels = [int(c) for c in args.concurrency.split(",")]

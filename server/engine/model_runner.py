@@ -11,7 +11,13 @@ import torch
 from transformers import AutoProcessor, DynamicCache, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 
-from server.engine import kv_cache
+from server.engine import kv_cache, memory
+from server.engine.model_runner_quant import (
+    UnsupportedQuantization,
+    quantization_config,
+    resolve_backend,
+    weights_bytes,
+)
 from server.engine.request import OutOfMemory, Prompt, SamplingParams, TokenLogprob
 from server.engine.sampler import BatchSampler
 from server.tiny_model import RANDOM_WEIGHTS_MARKER, write_tiny_model
@@ -34,6 +40,8 @@ class RunnerConfig:
     device: str = "auto"  # auto | cuda | cpu
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     create_random: bool = False  # write a random-weight model to model_path first if none is there
+    quantization: str = "none"  # none | int8 | int4
+    quantization_backend: str = "auto"  # auto | bitsandbytes | torchao
 
 
 @dataclass
@@ -67,6 +75,10 @@ class ModelRunner:
         self.config = config
         self.device = _resolve_device(config.device)
         self.dtype = _resolve_dtype(config.dtype, self.device)
+        try:
+            self.quantization_backend = resolve_backend(config.quantization, config.quantization_backend, self.device)
+        except UnsupportedQuantization as exc:
+            raise ModelLoadError(str(exc)) from exc
 
     # ---- loading -------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -75,12 +87,16 @@ class ModelRunner:
             write_tiny_model(self.config.model_path)
         self.random_weights = (Path(self.config.model_path) / RANDOM_WEIGHTS_MARKER).exists()
         try:
+            quantize = quantization_config(self.config.quantization, self.quantization_backend, self.dtype)
             self.processor = AutoProcessor.from_pretrained(self.config.model_path)
-            self.model = Qwen2AudioForConditionalGeneration.from_pretrained(
-                self.config.model_path, dtype=self.dtype, device_map=self.device.type
+            self.model = Qwen2AudioForConditionalGeneration.from_pretrained(  # reads mmapped safetensors tensor by tensor
+                self.config.model_path, dtype=self.dtype, device_map=self.device.type, quantization_config=quantize
             ).eval()
         except OSError as exc:
             raise ModelLoadError(_load_advice(self.config.model_path, exc)) from exc
+        except UnsupportedQuantization as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.weights_bytes = weights_bytes(self.model)
         tokenizer = self.processor.tokenizer
         self._detokenizer = copy.deepcopy(tokenizer)  # decoding on the event loop must not share encoder state
         self.audio_token_id = self.model.config.audio_token_id
@@ -90,18 +106,21 @@ class ModelRunner:
         self.vocab_size = self.model.config.text_config.vocab_size
         self.sampling_defaults = _sampling_defaults(self.model.generation_config)
         self._log_loaded(time.perf_counter() - started)
+        self.memory = self._read_memory()
 
     def _log_loaded(self, seconds: float) -> None:
-        weights_gib = self.model.get_memory_footprint() / 2**30
+        weights_gib = self.weights_bytes / 2**30
         params = self.model.num_parameters()
+        quantized = "" if self.quantization_backend is None else (
+            f" ({self.config.quantization} weights by {self.quantization_backend})")
         memory = ""
         if self.device.type == "cuda":
             free, total = torch.cuda.mem_get_info(self.device)
             memory = f", GPU {torch.cuda.get_device_name(self.device)} {free / 2**30:.1f}/{total / 2**30:.1f} GiB free"
         logger.info(
-            "loaded %s: %s parameters, %.3f GiB of weights, on %s in %s, in %.1f s%s",
-            self.config.model_path, f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.2f}M", weights_gib, self.device, str(self.dtype).removeprefix("torch."),
-            seconds, memory,
+            "loaded %s: %s parameters, %.3f GiB of weights%s, on %s in %s, in %.1f s%s",
+            self.config.model_path, f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.2f}M", weights_gib,
+            quantized, self.device, str(self.dtype).removeprefix("torch."), seconds, memory,
         )
         if self.random_weights:
             logger.warning("=" * 88)
@@ -109,28 +128,59 @@ class ModelRunner:
                            self.config.model_path)
             logger.warning("=" * 88)
 
-    def kv_budget_tokens(self, requested: int, max_batch_size: int) -> int:
-        """KV-cache tokens the scheduler may fill: `requested`, or what free memory holds (0 = derive it)."""
+    def kv_budget_tokens(self, requested: int, max_batch_size: int, utilization: float) -> int:
+        """KV-cache tokens the scheduler may fill: `requested`, or what `utilization` of the memory leaves after
+        the weights and activations, as read at load (0 = derive it). Never more than the batch can use."""
+        cap = max_batch_size * self.max_model_len
         if requested:
             return requested
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            spare = 0.9 * free - 2 * 2**30  # leave room for activations and the allocator's slack
-        else:
-            import psutil
+        return memory.kv_budget_tokens(self.memory, utilization, self.kv_bytes_per_token, cap)
 
-            spare = 0.3 * psutil.virtual_memory().available
-        budget = int(max(spare, 0) // self.kv_bytes_per_token)
-        return max(min(budget, max_batch_size * self.max_model_len), self.max_model_len)
+    def _read_memory(self) -> memory.MemoryReading:
+        """The device's memory after loading; on a GPU, with the activation peak of one 30 s prefill measured."""
+        if self.device.type == "cuda":
+            activations = self._prefill_peak_bytes()
+            free, total = torch.cuda.mem_get_info(self.device)
+            return memory.MemoryReading(total, free, torch.cuda.memory_reserved(self.device), self.weights_bytes,
+                                        activations)
+        import psutil
+
+        ram = psutil.virtual_memory()
+        # unquantized weights stay mmapped and are paged in as first used: the RSS at load does not show them yet
+        held = max(psutil.Process().memory_info().rss, self.weights_bytes)
+        return memory.MemoryReading(ram.total, ram.available, held, self.weights_bytes, 0)
+
+    def _prefill_peak_bytes(self) -> int:
+        """GPU memory one 30 s clip's prefill takes beyond the weights (its own KV cache included)."""
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        clip = np.zeros(int(MAX_CLIP_SECONDS * SAMPLE_RATE), np.float32)
+        conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "profile"}]}]
+        self.prefill([self.prepare(conversation, [clip])], [SamplingParams(max_tokens=1, temperature=0.0)])
+        peak = torch.cuda.max_memory_allocated(self.device) - before
+        torch.cuda.empty_cache()
+        return peak
 
     def peak_memory_bytes(self) -> int:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
+
+    def reset_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    @property
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"CPU, {torch.get_num_threads()} threads"
 
     @property
     def kv_bytes_per_token(self) -> int:
         text = self.model.config.text_config
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        return text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * self.dtype.itemsize
+        return memory.kv_bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim,
+                                         self.dtype.itemsize)
 
     def warmup(self) -> None:
         """One short request through every path, so the first real request does not pay for lazy init."""
