@@ -176,7 +176,7 @@ class Engine:
 
     # ---- the worker loop -----------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while self._failures < MAX_CONSECUTIVE_FAILURES:
+        while self._failures < MAX_CONSECUTIVE_FAILURES or await self._still_works():
             if not self._running:
                 await self._wait_for_requests()
             try:
@@ -184,19 +184,34 @@ class Engine:
                     self._failures = 0  # a decode step worked: whatever failed before was that batch's trouble
                 await self._admit()
             except Exception as exc:  # a failing step fails the requests it carried, never the engine
-                self._failures += 1
-                carried = [*self._running, *self._joining]
-                logger.exception("a model step failed; failing its requests: %s",
-                                 ", ".join(seq.request_id for seq in carried))
-                for seq in carried:
-                    seq.fail(EngineError(f"the model failed on this batch ({type(exc).__name__})"))
+                self._fail_step([*self._running, *self._joining], exc)
                 self._running, self._joining, self._state = [], [], None
             self._publish_load()
-        logger.critical("%d model steps failed in a row: the engine stops and readiness turns false", self._failures)
+        logger.critical("%d model steps failed in a row, and so did a probe request: the engine stops and readiness "
+                        "turns false", self._failures)
         self.ready = False
         for seq in self._waiting:
             seq.fail(EngineError("the engine has stopped after repeated model failures"))
         self._waiting.clear()
+
+    def _fail_step(self, carried: list[Sequence], exc: Exception) -> None:
+        self._failures += 1
+        logger.error("a model step failed; failing its requests: %s", ", ".join(seq.request_id for seq in carried),
+                     exc_info=exc)
+        for seq in carried:
+            seq.fail(EngineError(f"the model failed on this batch ({type(exc).__name__})"))
+
+    async def _still_works(self) -> bool:
+        """After failures in a row: whether a known-good request still runs. If it does, the failures were those
+        requests' own (inputs no check foresaw), and a few such requests must not be able to stop the server."""
+        try:
+            await self._run(self.runner.warmup)
+        except Exception:
+            logger.exception("the probe request failed too")
+            return False
+        logger.warning("%d model steps failed in a row, but a probe request ran: the engine goes on", self._failures)
+        self._failures = 0
+        return True
 
     async def _wait_for_requests(self) -> None:
         """Idle until a request arrives, then give its burst batch_wait_s to arrive too, so they prefill together."""
@@ -235,7 +250,11 @@ class Engine:
             prompts, params = zip(*(seq.prefill_input() for seq in joining), strict=True)
             try:
                 state, step = await self._run(self.runner.prefill, list(prompts), list(params))
-            except OutOfMemory as exc:
+            except Exception as exc:
+                if len(joining) == 1 and not isinstance(exc, OutOfMemory):
+                    self._fail_step(joining, exc)  # its own input, or a broken device: _still_works tells which
+                    self._joining = []
+                    break
                 self._joining = self._shed(joining, exc)
                 continue
             self.metrics.prefill_seconds.observe(step.seconds)
@@ -267,15 +286,20 @@ class Engine:
         self._running = self._running[:half]
         self._waiting.extendleft(reversed(back))
 
-    def _shed(self, joining: list[Sequence], exc: OutOfMemory) -> list[Sequence]:
-        """Out of memory while prefilling: retry with half, the other half back at the head of the queue."""
-        if len(joining) == 1:
+    def _shed(self, joining: list[Sequence], exc: Exception) -> list[Sequence]:
+        """A prefill failed: retry with half, the other half back at the head of the queue.
+
+        Out of memory, a smaller group may fit; any other failure is halved down to the one request that causes
+        it, so the others in its group are served as if it had never come.
+        """
+        oom = isinstance(exc, OutOfMemory)
+        if len(joining) == 1:  # only out of memory gets here alone
             logger.error("out of memory prefilling request %s alone: %s", joining[0].request_id, exc)
             joining[0].fail(EngineError("out of memory: this request does not fit next to the running batch"))
             return []
         keep, back = joining[: len(joining) // 2], joining[len(joining) // 2 :]
-        logger.warning("out of memory prefilling %d requests; retrying %d, requeueing %d", len(joining), len(keep),
-                       len(back))
+        logger.warning("%s prefilling %d requests; retrying %d, requeueing %d",
+                       "out of memory" if oom else f"{type(exc).__name__} ({exc})", len(joining), len(keep), len(back))
         self._waiting.extendleft(reversed(back))
         return keep
 

@@ -4,6 +4,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+GREEDY_TEMPERATURE = 1e-5
+
+
 @dataclass(slots=True)
 class SamplingParams:
     """Per-request decoding settings; the batch mixes requests with different ones."""
@@ -24,7 +27,9 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        # Below GREEDY_TEMPERATURE sampling is argmax in all but rounding, and dividing by such a temperature
+        # overflows float32 (1e-45 is a valid request): vLLM draws the same line.
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
 
 @dataclass(slots=True)

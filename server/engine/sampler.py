@@ -47,7 +47,7 @@ class BatchSampler:
 
     def sample(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
         """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
-        logits = self._apply_penalties(logits)
+        logits = _finite(self._apply_penalties(logits))
         logits = self._block_early_eos(logits)
         token_ids = torch.argmax(logits, dim=-1)  # [B]: greedy rows are done with one call
         for i, (p, g) in enumerate(zip(self.params, self.generators)):
@@ -79,7 +79,7 @@ class BatchSampler:
 
     @staticmethod
     def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> int:
-        logits = logits / p.temperature
+        logits = (logits - logits.max()) / p.temperature  # <= 0 everywhere: no overflow however small p.temperature
         if p.top_k > 0:
             kth = torch.topk(logits, min(p.top_k, logits.shape[-1])).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -104,6 +104,12 @@ class BatchSampler:
             token = int(token_ids[i])
             out[i] = TokenLogprob(token, float(logprobs[row, token]), alternatives)
         return out
+
+
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    """A tiny repetition_penalty divides logits into inf, and inf - inf in softmax is NaN: keep them finite."""
+    limit = torch.finfo(logits.dtype).max
+    return logits.nan_to_num(nan=-limit, posinf=limit, neginf=-limit)
 
 
 def _has_penalty(p: SamplingParams) -> bool:

@@ -135,6 +135,22 @@ async def test_hostile_chat_requests(http, name, body, allowed):
     _openai_error(response)
 
 
+# Valid values at the edges of their ranges: the sampler must take them (200), not fail the batch they join.
+EDGE_VALUES = [
+    {"temperature": 5e-324}, {"temperature": 1e-45}, {"temperature": 1e-5}, {"temperature": 2.0, "top_p": 1e-300},
+    {"temperature": 1.0, "repetition_penalty": 1e-300}, {"temperature": 1e-30, "repetition_penalty": 1e-300},
+    {"temperature": 1.0, "min_p": 1.0}, {"temperature": 1.0, "top_k": 10**9}, {"temperature": 2.0, "top_k": 1},
+    {"temperature": 1.0, "presence_penalty": -2, "frequency_penalty": 2, "logprobs": True, "top_logprobs": 20},
+]
+
+
+@pytest.mark.parametrize("extra", EDGE_VALUES, ids=[",".join(f"{k}={v}" for k, v in e.items()) for e in EDGE_VALUES])
+async def test_sampling_settings_at_the_edges_of_their_ranges_are_served(http, extra):
+    response = await http.post("/v1/chat/completions", json=_chat(**{"max_tokens": 6, "seed": 1, **extra}))
+    assert response.status_code == 200, (extra, response.text[:300])
+    assert response.json()["usage"]["completion_tokens"] >= 1
+
+
 RAW_CASES = [
     ("json-to-transcriptions", "/v1/audio/transcriptions", b'{"model": "tiny"}', "application/json", BAD),
     ("form-to-chat", "/v1/chat/completions", b"model=tiny", "application/x-www-form-urlencoded", BAD),

@@ -132,6 +132,47 @@ async def test_a_failing_step_fails_the_requests_it_carried_and_the_engine_goes_
         await engine.stop()
 
 
+POISON_SEED = 666  # a request the (patched) prefill cannot run: an input no validation foresaw
+
+
+def poisoned(real, prompts, params):
+    if any(p.seed == POISON_SEED for p in params):
+        raise RuntimeError("simulated: this input breaks the model")
+    return real(prompts, params)
+
+
+async def test_a_request_that_breaks_its_prefill_fails_alone_and_its_batch_mates_are_served(runner):
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    engine = await make_engine(runner, batch_wait_s=0.05)  # so all five arrive in one prefill
+    try:
+        prompts = [await prompt(engine, s, f"mate {s}") for s in (1.0, 2.0, 3.0, 4.0)]
+        alone = [(await run_to_end(engine.submit(p, params)))[0] for p in prompts]
+        with replaced(runner, "prefill", poisoned):
+            streams = [engine.submit(p, params) for p in prompts[:2]]
+            doomed = engine.submit(await prompt(engine, 1.5), SamplingParams(max_tokens=12, seed=POISON_SEED))
+            streams += [engine.submit(p, params) for p in prompts[2:]]
+            results = await asyncio.gather(*(run_to_end(s) for s in [*streams, doomed]), return_exceptions=True)
+    finally:
+        await engine.stop()
+    assert isinstance(results[-1], EngineError)
+    assert [tokens for tokens, _ in results[:-1]] == alone  # the others, exactly as if it had never come
+
+
+async def test_requests_that_keep_breaking_the_model_cannot_stop_the_engine(runner):
+    engine = await make_engine(runner)
+    try:
+        with replaced(runner, "prefill", poisoned):
+            for _ in range(5):  # more than MAX_CONSECUTIVE_FAILURES in a row, nothing good in between
+                doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=4, seed=POISON_SEED))
+                with pytest.raises(EngineError):
+                    await asyncio.wait_for(run_to_end(doomed), 30)
+        assert engine.ready  # a probe request ran, so the failures were those requests' own
+        tokens, _ = await run_to_end(engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=4)))
+        assert len(tokens) >= 1
+    finally:
+        await engine.stop()
+
+
 async def test_out_of_memory_while_decoding_preempts_and_resumes_without_changing_the_answer(runner):
     params = SamplingParams(max_tokens=20, temperature=0)
     reference_engine = await make_engine(runner)
