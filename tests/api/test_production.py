@@ -145,20 +145,45 @@ async def test_file_urls_only_inside_the_allowed_folder(http, settings):
         assert str(settings.allow_local_audio_dir) not in response.text  # no server path in the error
 
 
-async def test_a_full_queue_answers_429_with_retry_after(http, app):
-    long = {"model": MODEL, "max_tokens": 3000, "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]}
-    tasks = [asyncio.create_task(http.post("/v1/chat/completions", json=long)) for _ in range(3)]
-    engine = app.state.engine
-    for _ in range(250):  # one request runs (max_batch_size=1), two wait (max_queue=2)
-        if engine.running == 1 and engine.queue_depth == 2:
-            break
-        await asyncio.sleep(0.01)
-    busy = await http.post("/v1/chat/completions", json={**long, "max_tokens": 1})
+def held_at_decode(gate: threading.Event):
+    """A decode step that waits for `gate`: the running batch stands still for as long as a test needs."""
+    def fake(real, state):
+        gate.wait(120)
+        return real(state)
+
+    return fake
+
+
+async def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, runner):
+    settings = Settings(model=tiny_model_dir, served_model_name=MODEL, max_queue=2, max_batch_size=1)
+    body = {"model": MODEL, "max_tokens": 3, "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]}
+    gate = threading.Event()
+    async with serving(settings, runner) as client:
+        with replaced(runner, "decode", held_at_decode(gate)):
+            tasks = [asyncio.create_task(client.post("/v1/chat/completions", json=body)) for _ in range(3)]
+            # one request runs (max_batch_size=1), held at its second token; two wait (max_queue=2)
+            assert await eventually(lambda: _load(client, running=1, waiting=2), timeout=120)
+            busy = await client.post("/v1/chat/completions", json=body)
+            gate.set()
+            results = await asyncio.gather(*tasks)
     assert busy.status_code == 429 and int(busy.headers["retry-after"]) >= 1
     assert busy.json()["error"]["type"] == "rate_limit_error"
-    results = await asyncio.gather(*tasks)  # the deadline (3 s) ends the long ones
-    assert [r.status_code for r in results] == [504, 504, 504]
-    assert results[0].json()["error"]["code"] == "timeout"
+    assert [r.status_code for r in results] == [200, 200, 200]  # the queued ones were served once there was room
+
+
+async def _load(client: httpx.AsyncClient, running: int, waiting: int) -> bool:
+    return (await metric(client, "qwen2_audio_running_requests") == running
+            and await metric(client, "qwen2_audio_queue_depth") == waiting)
+
+
+async def test_the_deadline_answers_504_to_a_whole_answer(http, runner):
+    gate = threading.Event()
+    body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "go"}]}
+    with replaced(runner, "decode", held_at_decode(gate)):
+        response = await http.post("/v1/chat/completions", json=body)
+        gate.set()
+    assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+    assert "limit of 3 s" in response.json()["error"]["message"]
 
 
 async def test_deadline_ends_a_stream_with_an_error_event(http):
@@ -217,10 +242,10 @@ async def test_an_engine_that_keeps_failing_turns_unready_and_answers_503(tiny_m
 
     body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
     async with serving(Settings(model=tiny_model_dir, served_model_name=MODEL), runner) as client:
-        with replaced(runner, "decode", dead):
+        with replaced(runner, "decode", dead):  # lost for good: the engine's own probe request fails too
             codes = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(3)]
-        assert codes == [500, 500, 500]
-        assert await eventually(lambda: _status(client, "/ready", 503))
+            assert codes == [500, 500, 500]
+            assert await eventually(lambda: _status(client, "/ready", 503))
         after = await client.post("/v1/chat/completions", json=body)
         assert after.status_code == 503 and after.json()["error"]["type"] == "service_unavailable"
         assert (await client.get("/health")).status_code == 200  # alive, so an orchestrator can restart it
