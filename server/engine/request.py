@@ -3,7 +3,6 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-
 GREEDY_TEMPERATURE = 1e-5
 
 
