@@ -1,7 +1,6 @@
 """Command line: `qwen2-audio-server serve|pull|bench|tiny-model` (also `python -m server`)."""
 
 import argparse
-import ctypes
 import logging
 import signal
 import sys
@@ -54,7 +53,6 @@ def serve(argv: list[str]) -> int:
         print(f"qwen2-audio-server serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    _keep_big_buffers_returnable()
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler found at start:
     # make that handler a clean exit, so `docker stop` and Kubernetes see status 0. Set before the (minutes long)
     # model load too: as a container's PID 1 the process would otherwise ignore SIGTERM until it is killed.
@@ -84,20 +82,6 @@ def pull_model(model: str, revision: str | None) -> int:
     print(f"{model} {how}: {path} ({snapshot_size(path) / 1e9:.2f} GB). "
           f"Serve it without network: HF_HUB_OFFLINE=1 qwen2-audio-server serve --model {model}")
     return 0
-
-
-def _keep_big_buffers_returnable() -> None:
-    """Fix glibc's mmap threshold at 128 KiB, so every tensor-sized buffer is mmapped and given back when freed.
-
-    By default glibc raises the threshold after big frees and then serves tensors from a heap it cannot shrink:
-    activations of ever-changing batch shapes fragment it and the server's memory creeps up with every batch.
-    Measured with `bench --long-audio` (small preset): peak RSS 1.85 GiB after 10 min of audio and 2.21 GiB
-    after 60 min by default; 1.17 and 1.13 GiB with the threshold fixed. No-op where libc is not glibc.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def tiny_model(out_dir: str, seed: int) -> int:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from server.engine.detokenizer import IncrementalDetokenizer
+from server.engine.heap import HeapTrimmer
 from server.engine.model_runner import BatchState, ModelRunner, StepOutput
 from server.engine.request import EngineError, OutOfMemory, Prompt, RequestOutput, SamplingParams
 from server.engine.scheduler import Scheduler
@@ -34,6 +35,7 @@ class QueueFullError(EngineError):
 
 MAX_CONSECUTIVE_FAILURES = 3  # steps failing in a row mean the engine itself is broken, not one batch
 ROW_CAP_RECOVERY_STEPS = 100  # after running out of memory, the batch may grow by one row per this many good steps
+IDLE_TRIM_S = 1.0  # idle this long after work, the engine gives freed heap memory back (server/engine/heap.py)
 
 
 @dataclass(slots=True)
@@ -125,6 +127,7 @@ class Engine:
         self._failures = 0
         self._row_cap = config.max_batch_size  # lowered when decoding runs out of memory, regained slowly
         self._good_steps = 0
+        self._heap = HeapTrimmer()
         self.ready = False
         metrics.kv_budget.set(config.kv_budget_tokens)
 
@@ -187,6 +190,9 @@ class Engine:
                 self._fail_step([*self._running, *self._joining], exc)
                 self._running, self._joining, self._state = [], [], None
             self._publish_load()
+            self._heap.worked()
+            if self._heap.due():
+                await self._run(self._heap.trim)  # on the model thread, between steps
         logger.critical("%d model steps failed in a row, and so did a probe request: the engine stops and readiness "
                         "turns false", self._failures)
         self.ready = False
@@ -214,10 +220,15 @@ class Engine:
         return True
 
     async def _wait_for_requests(self) -> None:
-        """Idle until a request arrives, then give its burst batch_wait_s to arrive too, so they prefill together."""
+        """Idle until a request arrives, then give its burst batch_wait_s to arrive too, so they prefill together.
+
+        Idle for IDLE_TRIM_S after some work, the heap's free memory goes back to the system."""
         while not self._waiting:
             self._arrived.clear()
-            await self._arrived.wait()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), IDLE_TRIM_S if self._heap.dirty else None)
+            except TimeoutError:
+                await self._run(self._heap.trim)
         if self.config.batch_wait_s > 0 and len(self._waiting) < self.config.max_batch_size:
             await asyncio.sleep(self.config.batch_wait_s)
 

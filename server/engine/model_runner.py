@@ -11,7 +11,7 @@ import torch
 from transformers import AutoProcessor, DynamicCache, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 
-from server.engine import kv_cache, memory
+from server.engine import kv_cache, memory, model_runner_cpu
 from server.engine.model_runner_quant import (
     UnsupportedQuantization,
     quantization_config,
@@ -106,6 +106,9 @@ class ModelRunner:
         self.vocab_size = self.model.config.text_config.vocab_size
         self.sampling_defaults = _sampling_defaults(self.model.generation_config)
         self._log_loaded(time.perf_counter() - started)
+        self._threads = model_runner_cpu.StepThreads(self.device)
+        if model_runner_cpu.can_pack(self.device, self.dtype, quantized=self.quantization_backend is not None):
+            logger.info("%d linear layers packed for oneDNN", model_runner_cpu.pack_linears(self.model))
         self.memory = self._read_memory()
 
     def _log_loaded(self, seconds: float) -> None:
@@ -233,6 +236,7 @@ class ModelRunner:
     # ---- steps -----------------------------------------------------------------------------------------
     def prefill(self, prompts: list[Prompt], params: list[SamplingParams]) -> tuple[BatchState, StepOutput]:
         """Encode the audio and the prompts of new requests (left-padded) and sample each row's first token."""
+        self._threads.for_prefill()
         try:
             return self._prefill(prompts, params)
         except torch.OutOfMemoryError as exc:
@@ -241,6 +245,7 @@ class ModelRunner:
 
     def decode(self, state: BatchState) -> StepOutput:
         """One token for every row of the running batch."""
+        self._threads.for_decode()
         try:
             return self._decode(state)
         except torch.OutOfMemoryError as exc:

@@ -229,3 +229,14 @@ def test_features_and_encoder_match_the_processor_and_stock_encoder(runner):
     assert ours.shape == stock.shape == (prompt.audio_tokens, runner.model.config.text_config.hidden_size)
     assert float((ours - stock).abs().max()) < 1e-4 * float(stock.abs().max())
     assert np.isfinite(ours.numpy()).all()
+
+
+async def test_an_idle_engine_gives_freed_heap_memory_back(engine, runner):
+    trims = []
+    real = engine._heap.trim
+    engine._heap.trim = lambda: (trims.append(1), real())[1]
+    await run_to_end(engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=5, temperature=0)))
+    assert await eventually(lambda: trims, timeout=30)  # once idle for IDLE_TRIM_S after the work
+    assert not engine._heap.dirty
+    await asyncio.sleep(1.5)
+    assert len(trims) == 1  # and only once: nothing was freed since

@@ -1,0 +1,74 @@
+"""On the CPU, every linear layer runs through oneDNN with its weight packed once, at load.
+
+torch's default CPU path for nn.Linear (MKL's sgemm) lays the weight matrix out anew on every call; oneDNN
+(which torch ships) keeps the weight in its own blocked layout, so a call is the multiplication alone.
+Measured on the bench's small preset (2-core AMD EPYC, float32): a prefill of 8 prompts of 208 tokens went from
+0.58 s to 0.36 s, one of 1 prompt from 75 to 47 ms, a decode step of 16 rows from 15.7 to 14.2 ms. The arithmetic
+stays float32; only the order of the additions inside a dot product changes, and the tests check that greedy
+answers stay token-identical to plain `model.generate`.
+"""
+
+import torch
+
+# torch's own choice (physical cores, or OMP_NUM_THREADS), read before any runner changes it
+_THREADS_AT_START = torch.get_num_threads()
+
+
+class OneDnnLinear(torch.nn.Module):
+    """nn.Linear's forward over a weight (and bias) held as oneDNN tensors."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight", linear.weight.detach().to_mkldnn(), persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().to_mkldnn()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).contiguous().to_mkldnn()
+        out = torch.ops.aten.mkldnn_linear(rows, self.weight, self.bias).to_dense()
+        return out.view(*x.shape[:-1], self.out_features)
+
+
+def can_pack(device: torch.device, dtype: torch.dtype, quantized: bool) -> bool:
+    """Float32 on the CPU only: a quantizer's own linear layers stay as they are, and on a GPU cuBLAS needs none of this."""
+    return device.type == "cpu" and dtype == torch.float32 and not quantized and torch.backends.mkldnn.is_available()
+
+
+@torch.no_grad()
+def pack_linears(model: torch.nn.Module) -> int:
+    """Swap every plain nn.Linear of `model` for a OneDnnLinear; returns how many were swapped.
+
+    A layer that shares its weight with the token embeddings (tied lm_head) stays: packing it would keep the
+    matrix twice.
+    """
+    embeddings = model.get_input_embeddings().weight
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear and child.weight is not embeddings:
+                setattr(module, name, OneDnnLinear(child))
+                swapped += 1
+    return swapped
+
+
+class StepThreads:
+    """torch's CPU threads per step: every core for a prefill, one fewer for a decode step.
+
+    A decode step is hundreds of small operations, each split across the threads and waiting for the slowest; the
+    event loop wakes once per token to stream it, takes a core, and stalls every split operation it lands on.
+    Measured in the server on 2 cores (small preset, one request at a time): a decode step took 16 ms on 2
+    threads and 10.6 ms on 1 (8 ms in a process doing nothing else); a prefill gains from every core (85 against
+    109 ms). On a GPU the threads only launch kernels: nothing to choose.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cores = _THREADS_AT_START if device.type == "cpu" else 0
+
+    def for_prefill(self) -> None:
+        if self.cores:
+            torch.set_num_threads(self.cores)
+
+    def for_decode(self) -> None:
+        if self.cores:
+            torch.set_num_threads(max(1, self.cores - 1))
