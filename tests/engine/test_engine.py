@@ -234,7 +234,7 @@ def test_features_and_encoder_match_the_processor_and_stock_encoder(runner):
 async def test_an_idle_engine_gives_freed_heap_memory_back(engine, runner):
     trims = []
     real = engine._heap.trim
-    engine._heap.trim = lambda: (trims.append(1), real())[1]
+    engine._heap.trim = lambda: (real(), trims.append(1))
     await run_to_end(engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=5, temperature=0)))
     assert await eventually(lambda: trims, timeout=30)  # once idle for IDLE_TRIM_S after the work
     assert not engine._heap.dirty
