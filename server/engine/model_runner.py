@@ -245,7 +245,7 @@ class ModelRunner:
 
     def decode(self, state: BatchState) -> StepOutput:
         """One token for every row of the running batch."""
-        self._threads.for_decode()
+        self._threads.for_decode(len(state.positions))
         try:
             return self._decode(state)
         except torch.OutOfMemoryError as exc:

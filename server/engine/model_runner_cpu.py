@@ -58,14 +58,18 @@ def pack_linears(model: torch.nn.Module) -> int:
 
 
 class StepThreads:
-    """torch's CPU threads per step: every core for a prefill, one fewer for a decode step.
+    """torch's CPU threads per step: every core for a prefill and for a decode step of many rows, one fewer for a
+    decode step of a few.
 
     A decode step is hundreds of small operations, each split across the threads and waiting for the slowest; the
-    event loop wakes once per token to stream it, takes a core, and stalls every split operation it lands on.
-    Measured in the server on 2 cores (small preset, one request at a time): a decode step took 16 ms on 2
-    threads and 10.6 ms on 1 (8 ms in a process doing nothing else); a prefill gains from every core (85 against
-    109 ms). On a GPU the threads only launch kernels: nothing to choose.
+    event loop wakes once per step to stream its tokens, takes a core, and stalls every split operation it lands
+    on. With few rows the split gains less than those stalls cost; with many it gains more. Measured in the server
+    on 2 cores (small preset): one row 16 ms on 2 threads, 10.6 ms on 1 (8 ms in a process doing nothing else);
+    4 rows 9.4-9.8 ms on 2, 8.0-8.2 ms on 1; 16 rows 13.9-14.5 ms on 2, 16.5-19.5 ms on 1. A prefill gains from
+    every core. On a GPU the threads only launch kernels: nothing to choose.
     """
+
+    MANY_ROWS = 8
 
     def __init__(self, device: torch.device) -> None:
         self.cores = _THREADS_AT_START if device.type == "cpu" else 0
@@ -74,6 +78,6 @@ class StepThreads:
         if self.cores:
             torch.set_num_threads(self.cores)
 
-    def for_decode(self) -> None:
+    def for_decode(self, rows: int) -> None:
         if self.cores:
-            torch.set_num_threads(max(1, self.cores - 1))
+            torch.set_num_threads(self.cores if rows >= self.MANY_ROWS else max(1, self.cores - 1))

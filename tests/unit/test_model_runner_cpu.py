@@ -39,12 +39,15 @@ def test_packing_is_for_unquantized_float32_on_the_cpu_only():
     assert not can_pack(torch.device("cuda"), torch.float32, quantized=False)
 
 
-def test_a_decode_step_leaves_a_core_to_the_event_loop():
+def test_a_decode_step_of_few_rows_leaves_a_core_to_the_event_loop():
     cores = torch.get_num_threads()
     threads = StepThreads(torch.device("cpu"))
     try:
-        threads.for_decode()
+        threads.for_decode(rows=1)
         assert torch.get_num_threads() == max(1, cores - 1)
+        threads.for_decode(rows=StepThreads.MANY_ROWS)
+        assert torch.get_num_threads() == cores
+        threads.for_decode(rows=2)
         threads.for_prefill()
         assert torch.get_num_threads() == cores
     finally:
