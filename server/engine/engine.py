@@ -211,7 +211,8 @@ class Engine:
         """After failures in a row: whether a known-good request still runs. If it does, the failures were those
         requests' own (inputs no check foresaw), and a few such requests must not be able to stop the server."""
         try:
-            await self._run(self.runner.warmup)
+            prompt = await asyncio.get_running_loop().run_in_executor(self._prep_executor, self.runner.probe_prompt)
+            await self._run(self.runner.run_probe, prompt)
         except Exception:
             logger.exception("the probe request failed too")
             return False

@@ -187,8 +187,15 @@ class ModelRunner:
 
     def warmup(self) -> None:
         """One short request through every path, so the first real request does not pay for lazy init."""
+        self.run_probe(self.probe_prompt())
+
+    def probe_prompt(self) -> Prompt:
+        """A known-good request: a second of silence and a short question (tokenizing: the prep thread's work)."""
         conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "warm up"}]}]
-        prompt = self.prepare(conversation, [np.zeros(SAMPLE_RATE, np.float32)])
+        return self.prepare(conversation, [np.zeros(SAMPLE_RATE, np.float32)])
+
+    def run_probe(self, prompt: Prompt) -> None:
+        """Prefill and one decode step of the probe prompt, apart from any running batch."""
         state, _ = self.prefill([prompt], [SamplingParams(max_tokens=2, temperature=0.0)])
         self.decode(state)
 
