@@ -19,7 +19,7 @@ KEEP_UNQUANTIZED = ["lm_head", "model.multi_modal_projector"]
 _AUTO_BACKEND = {
     ("cuda", "int8"): "bitsandbytes",  # LLM.int8: the long-proven route, ~half the bf16 weights
     ("cuda", "int4"): "bitsandbytes",  # NF4 with double quantization and 16-bit compute
-    ("cpu", "int8"): "torchao",  # int8 weight-only: measured faster than float32 here, bitsandbytes 4x slower
+    ("cpu", "int8"): "torchao",  # int8 weight-only: bitsandbytes was 4x slower (both trail float32 on oneDNN)
     ("cpu", "int4"): "bitsandbytes",  # torchao's int4 weight-only kernels are GPU-only (tinygemm, mslk)
 }
 _PACKAGE = {"bitsandbytes": "bitsandbytes", "torchao": "torchao"}
