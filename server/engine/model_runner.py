@@ -107,6 +107,7 @@ class ModelRunner:
         self.sampling_defaults = _sampling_defaults(self.model.generation_config)
         self._log_loaded(time.perf_counter() - started)
         self._threads = model_runner_cpu.StepThreads(self.device)
+        self._prefixes = kv_cache.PrefixCache()
         if model_runner_cpu.can_pack(self.device, self.dtype, quantized=self.quantization_backend is not None):
             logger.info("%d linear layers packed for oneDNN", model_runner_cpu.pack_linears(self.model))
         self.memory = self._read_memory()
@@ -266,21 +267,48 @@ class ModelRunner:
     @torch.inference_mode()
     def _prefill(self, prompts: list[Prompt], params: list[SamplingParams]) -> tuple[BatchState, StepOutput]:
         started = time.perf_counter()
-        input_ids, attention_mask = self._left_pad([p.token_ids for p in prompts])
+        rows = [p.token_ids for p in prompts]
+        input_ids, attention_mask = self._left_pad(rows)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], as generate() computes them
-        embeds = self.model.get_input_embeddings()(input_ids)  # [B, T, H]
+        cache, first = self._cache_from_shared_head(rows, input_ids.shape[1])  # first: the column computing starts at
+        input_ids, block_positions = input_ids[:, first:], positions[:, first:]
+        embeds = self.model.get_input_embeddings()(input_ids)  # [B, T - first, H]
         audio, encoder_seconds = self._encode_audio(prompts)
         if audio is not None:  # audio features take the places of the <|AUDIO|> tokens, clip after clip
             embeds = embeds.masked_scatter((input_ids == self.audio_token_id)[..., None], audio.to(embeds.dtype))
-        cache = kv_cache.new_cache(self.model.config.text_config)
         hidden = self.model.model.language_model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, cache=cache, use_cache=True,
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=block_positions, cache=cache,
+            use_cache=True,
         ).last_hidden_state[:, -1]  # [B, H]: only the last position needs logits
         sampler = BatchSampler.create(params, self.vocab_size, self.eos_token_ids, self.device)
         state = BatchState(cache, attention_mask, positions[:, -1] + 1, input_ids[:, -1], sampler)
         step = self._sample(state, hidden)
         step.seconds, step.encoder_seconds = time.perf_counter() - started, encoder_seconds
         return state, step
+
+    def _cache_from_shared_head(self, rows: list[list[int]], width: int) -> tuple[DynamicCache, int]:
+        """The prefill's cache, holding the keys and values of the head all rows share when it is cached (else
+        computed now and cached for the next prefills), and the first column left to compute.
+
+        Rows are left-padded to `width`; the computed block is the last `width - first` columns, as long as the
+        longest row's remainder after the head. A shorter row's block also covers the end of its head (computed
+        again) or padding, so its cached part is the first kept[i] head positions, right-aligned.
+        """
+        head = kv_cache.PrefixCache.shared_head(rows, self.audio_token_id)
+        text_config = self.model.config.text_config
+        if not head:
+            return kv_cache.new_cache(text_config), 0
+        prefix = self._prefixes.get(head)
+        if prefix is None:
+            cache = kv_cache.new_cache(text_config)
+            ids = torch.tensor([head], device=self.device)
+            self.model.model.language_model(input_ids=ids, position_ids=torch.arange(len(head), device=self.device)[None],
+                                            cache=cache, use_cache=True)
+            prefix = self._prefixes.put(head, cache)
+        block = max(len(row) for row in rows) - len(head)
+        first = width - block
+        kept = [max(0, len(row) - block) for row in rows]
+        return kv_cache.with_prefix(text_config, prefix, kept, first), first
 
     @torch.inference_mode()
     def _decode(self, state: BatchState) -> StepOutput:

@@ -240,3 +240,34 @@ async def test_an_idle_engine_gives_freed_heap_memory_back(engine, runner):
     assert not engine._heap.dirty
     await asyncio.sleep(1.5)
     assert len(trims) == 1  # and only once: nothing was freed since
+
+
+async def test_the_shared_prompt_head_is_computed_once_and_changes_no_token(runner, monkeypatch):
+    from server.engine import kv_cache
+
+    params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
+
+    async def answers() -> list[list[int]]:
+        engine = await make_engine(runner, batch_wait_s=0.05)  # so the four prefill together
+        try:
+            prompts = [await prompt(engine, s, f"question {s}") for s in (0.5, 2.0, 3.5, 7.0)]
+            streams = [engine.submit(p, params) for p in prompts]
+            together = [tokens for tokens, _ in await asyncio.gather(*(run_to_end(s) for s in streams))]
+            own_system = await engine.prepare([{"role": "system", "content": "Answer briefly, in one word only."},
+                                               {"role": "user", "content": [{"type": "audio"},
+                                                                            {"type": "text", "text": "?"}]}],
+                                              [tone(1.0, seed=9)[0]])
+            alone, _ = await run_to_end(engine.submit(own_system, params))
+            return [*together, alone]
+        finally:
+            await engine.stop()
+
+    runner._prefixes = kv_cache.PrefixCache()
+    monkeypatch.setattr(kv_cache.PrefixCache, "MIN_TOKENS", 10**9)  # never shared: every token computed
+    computed = await answers()
+    assert not runner._prefixes._entries
+    monkeypatch.undo()
+    shared = await answers()
+    assert shared == computed
+    # the template's head (cached by the warm-up, then used by the four) and the other system prompt's
+    assert len(runner._prefixes._entries) == 2 and runner._prefixes.hits >= 1
