@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 def serve(argv: list[str]) -> int:
     import uvicorn
 
-    from server.app import build_runner, create_app
+    from server.app import create_app, load
     from server.config import Settings
-    from server.engine.model_runner import ModelLoadError
     from server.request_context import configure_logging
+    from server.runner.loader import ModelLoadError
 
     try:
         settings = CliApp.run(Settings, cli_args=argv)
@@ -58,11 +58,11 @@ def serve(argv: list[str]) -> int:
     # model load too: as a container's PID 1 the process would otherwise ignore SIGTERM until it is killed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        runner = build_runner(settings)  # before binding the port, so a bad --model fails at once and clearly
+        model = load(settings)  # before binding the port, so a bad --model fails at once and clearly
     except ModelLoadError as exc:
         logging.getLogger("server").error("%s", exc)
         return 1
-    uvicorn.run(create_app(settings, runner), host=settings.host, port=settings.port,
+    uvicorn.run(create_app(settings, model), host=settings.host, port=settings.port,
                 log_level=settings.log_level, timeout_graceful_shutdown=settings.shutdown_grace_s or None)
     return 0
 

@@ -24,10 +24,9 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-logger = logging.getLogger(__name__)
+from server.runner.loader import RANDOM_WEIGHTS_MARKER
 
-# Marker file: whoever loads the folder announces loudly that the weights are random.
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
+logger = logging.getLogger(__name__)
 
 # The special tokens of the real tokenizer, in the real order (151643.. in the 7B vocabulary).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
@@ -111,6 +110,14 @@ def preset_config(tokenizer: Qwen2Tokenizer, preset: str = "tiny") -> Qwen2Audio
         },
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
+
+
+def ensure_random_model(path: str | Path, preset: str = "tiny") -> Path:
+    """The random-weight model of `preset` at `path`, written the first time it is asked for."""
+    if not (Path(path) / RANDOM_WEIGHTS_MARKER).exists():
+        logger.info("writing a random-weight %s model to %s", preset, path)
+        write_tiny_model(path, preset=preset)
+    return Path(path)
 
 
 def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000, preset: str = "tiny") -> Path:

@@ -2,20 +2,21 @@
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from server.api.errors import APIError, ClientDisconnected, bad_request, describe_validation_error, error_body
-from server.api.protocol import ChatCompletionRequest, ModelCard, ModelList, TranscriptionRequest
-from server.api.serving_transcription import Task
-
-_TEXT_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/vtt"}
+from server.api.protocol.audio import TranscriptionRequest
+from server.api.protocol.chat import ChatCompletionRequest
+from server.api.protocol.models import ModelCard, ModelList
+from server.serving.formats import Answer, EventStream
+from server.serving.prompts import Task
 
 
 def verify_api_key(request: Request) -> None:
@@ -82,28 +83,28 @@ async def translations(request: Request, form: TranscriptionForm) -> Response:
 
 async def _transcribe(request: Request, form: tuple[TranscriptionRequest, BinaryIO], task: Task) -> Response:
     parsed, audio = form
-    result = await until_disconnected(request, request.app.state.transcription.create(parsed, audio, task))
-    if isinstance(result, AsyncIterator):
-        return StreamingResponse(result, media_type="text/event-stream")
-    if isinstance(result, str):
-        return PlainTextResponse(result, media_type=_TEXT_TYPES[parsed.response_format])
-    return JSONResponse(result)
+    return respond(await until_disconnected(request, request.app.state.transcription.create(parsed, audio, task)))
 
 
 @v1.post("/chat/completions")
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     check_model(request, body.model)
-    result = await until_disconnected(request, request.app.state.chat.create(body))
-    if isinstance(result, AsyncIterator):
-        return StreamingResponse(result, media_type="text/event-stream")
-    return JSONResponse(result.model_dump())
+    return respond(await until_disconnected(request, request.app.state.chat.create(body)))
+
+
+def respond(result: Answer | EventStream) -> Response:
+    if isinstance(result, EventStream):
+        return StreamingResponse(result.events, media_type=result.media_type)
+    if isinstance(result.body, dict):
+        return JSONResponse(result.body, media_type=result.media_type)
+    return Response(result.body, media_type=result.media_type)
 
 
 @v1.get("/models")
 async def models(request: Request) -> ModelList:
     state = request.app.state
-    card = dict(created=state.started, owned_by="random-weights" if state.engine.runner.random_weights else "qwen",
-                root=state.settings.model_path, random_weights=state.engine.runner.random_weights)
+    card = dict(created=state.started, owned_by="random-weights" if state.info.random_weights else "qwen",
+                root=state.settings.model_path, random_weights=state.info.random_weights)
     ids = [state.settings.model_id, *[a for a in state.settings.model_alias if a != state.settings.model_id]]
     return ModelList(data=[ModelCard(id=model_id, **card) for model_id in ids])
 
@@ -126,10 +127,7 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     if request.app.state.settings.metrics_require_key:
         verify_api_key(request)
-    engine = request.app.state.engine
-    engine.metrics.queue_depth.set(engine.queue_depth)
-    engine.metrics.gpu_memory_peak.set(engine.runner.peak_memory_bytes())
-    return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def until_disconnected(request: Request, work: Awaitable):

@@ -1,9 +1,9 @@
-"""Cut audio into pieces the encoder takes whole (it sees at most 30 s), at pauses a voice-activity detector finds.
+"""Cut audio into clips the encoder takes whole (it sees at most 30 s), at pauses a voice-activity detector finds.
 
-- Transcriptions (`SpeechSpans`, `SpeechPieces`): speech regions, padded, then merged while they fit in 30 s
+- Transcriptions (`SpeechSpans`, `SpeechClips`): speech regions, padded, then merged while they fit in 30 s
   (`auto`) or kept one per utterance (`server_vad`). The silence between them never reaches the model, and their
   times in the original audio are the segments' timestamps. Speech with no pause for 30 s is cut at its quietest
-  moment near the limit. It runs as the audio is decoded, holding only what a future piece may still need.
+  moment near the limit. It runs as the audio is decoded, holding only what a future clip may still need.
 - Chat (`contiguous_spans`): all of the audio, cut at the quietest moment of the last pause before each 30 s limit
   (of the last 10 s when there is none): nothing is dropped, since the question may be about the music or the silence.
 """
@@ -14,13 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.audio.decode import SAMPLE_RATE
+from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.audio.vad import FRAME, SpeechDetector
 
-MAX_PIECE_SECONDS = 30.0
-MAX_PIECE_SAMPLES = int(MAX_PIECE_SECONDS * SAMPLE_RATE)
 QUIET_SEARCH_SECONDS = 5.0  # where speech runs on past the limit, look this far back for its quietest moment
-CHAT_MIN_PIECE_SECONDS = 20.0  # chat pieces are cut at the last pause after this
+CHAT_MIN_CLIP_SECONDS = 20.0  # chat clips are cut at the last pause after this
 NEGATIVE_MARGIN = 0.15  # speech ends when the probability falls this far below the threshold (Silero's own rule)
 
 
@@ -29,11 +27,11 @@ class VadOptions:
     threshold: float = 0.5
     """Speech probability at which speech starts."""
     silence_ms: int = 300
-    """A pause at least this long ends an utterance (and is where pieces may be cut)."""
+    """A pause at least this long ends an utterance (and is where clips may be cut)."""
     padding_ms: int = 200
     """Audio kept before each utterance (and, up to half the pause, after it)."""
     merge: bool = True
-    """Merge consecutive utterances into pieces of up to 30 s (auto); False: one piece per utterance (server_vad)."""
+    """Merge consecutive utterances into clips of up to 30 s (auto); False: one clip per utterance (server_vad)."""
     min_speech_ms: int = 250
     """Shorter blips of 'speech' are noise."""
 
@@ -43,7 +41,7 @@ class VadOptions:
 
 @dataclass
 class Span:
-    """A piece of the original audio, in samples; `speech` is the highest speech probability inside it."""
+    """A stretch of the original audio, in samples; `speech` is the highest speech probability inside it."""
 
     start: int
     end: int
@@ -59,7 +57,7 @@ class SpeechSpans:
         self.min_silence = max(1, options.frames(options.silence_ms))
         self.pad = options.frames(options.padding_ms)
         self.end_pad = min(self.pad, self.min_silence // 2)  # never reaches into the next utterance's padding
-        self.max_region = MAX_PIECE_SAMPLES // FRAME - 2 * self.pad  # a region plus its padding fits a piece
+        self.max_region = MAX_CLIP_SAMPLES // FRAME - 2 * self.pad  # a region plus its padding fits a clip
         self.frame = 0  # frames seen so far
         self.region: int | None = None  # first frame of the utterance in progress
         self.region_peak = 0.0
@@ -99,7 +97,7 @@ class SpeechSpans:
                     self._finish_region(frame + 1 - self.silence)
                 elif frame + 1 - self.region >= self.max_region:
                     self._cut_region_at_quietest()
-            if self.pending is not None and frame * FRAME - self.pending.start >= MAX_PIECE_SAMPLES:
+            if self.pending is not None and frame * FRAME - self.pending.start >= MAX_CLIP_SAMPLES:
                 self._emit(self.pending)  # no later utterance can join it any more
                 self.pending = None
         out, self.out = self.out, []
@@ -127,7 +125,7 @@ class SpeechSpans:
         self.last_end = end + self.end_pad
 
     def _cut_region_at_quietest(self) -> None:
-        """Speech ran on for a whole piece: cut at the quietest moment of the last few seconds and go on."""
+        """Speech ran on for a whole clip: cut at the quietest moment of the last few seconds and go on."""
         frames = np.array([f for f, _ in self.levels if f > self.region])
         levels = np.array([v for f, v in self.levels if f > self.region])
         cut = int(frames[_quietest(levels)])
@@ -140,7 +138,7 @@ class SpeechSpans:
     def _add(self, span: Span) -> None:
         if not self.o.merge:
             self._emit(span)
-        elif self.pending is not None and span.end - self.pending.start <= MAX_PIECE_SAMPLES:
+        elif self.pending is not None and span.end - self.pending.start <= MAX_CLIP_SAMPLES:
             self.pending = Span(self.pending.start, span.end, max(self.pending.speech, span.speech))
         else:
             if self.pending is not None:
@@ -152,17 +150,17 @@ class SpeechSpans:
 
 
 @dataclass
-class AudioPiece:
+class Clip:
     """What the model hears (`samples`) and the stretch of the original audio it stands for (`span`)."""
 
     span: Span
     samples: np.ndarray
 
 
-class SpeechPieces:
-    """Decoded blocks in, pieces out in order as soon as each is final; memory stays a few pieces' worth.
+class SpeechClips:
+    """Decoded blocks in, clips out in order as soon as each is final; memory stays a few clips' worth.
 
-    `options` None means OpenAI's "no chunking strategy": audio that fits one piece goes to the model whole, its
+    `options` None means OpenAI's "no chunking strategy": audio that fits one clip goes to the model whole, its
     segment spanning the speech in it; longer audio is cut as `auto` would. `samples` counts what was decoded.
     """
 
@@ -172,7 +170,7 @@ class SpeechPieces:
         self.options = options
         self.samples = 0
 
-    def __iter__(self) -> Iterator[AudioPiece]:
+    def __iter__(self) -> Iterator[Clip]:
         whole = self.options is None
         spans = SpeechSpans(self.options or VadOptions())
         vad = self.detector.stream()
@@ -182,30 +180,30 @@ class SpeechPieces:
             buffer.append(block)
             self.samples = buffer.end
             held += spans.feed(*vad.feed(block))
-            whole = whole and buffer.end <= MAX_PIECE_SAMPLES  # too long to go whole: cut at pauses after all
+            whole = whole and buffer.end <= MAX_CLIP_SAMPLES  # too long to go whole: cut at pauses after all
             if not whole:
-                yield from (AudioPiece(s, buffer.slice(s.start, s.end)) for s in held)
+                yield from (Clip(s, buffer.slice(s.start, s.end)) for s in held)
                 held = []
                 buffer.drop_before(spans.keep_from)
         held += spans.feed(*vad.flush()) + spans.finish(buffer.end)
         if whole:
             speech = Span(held[0].start, held[-1].end, max(s.speech for s in held)) if held else Span(0, buffer.end, 0.0)
-            yield AudioPiece(speech, buffer.slice(0, buffer.end))
+            yield Clip(speech, buffer.slice(0, buffer.end))
         else:
-            yield from (AudioPiece(s, buffer.slice(s.start, s.end)) for s in held)
+            yield from (Clip(s, buffer.slice(s.start, s.end)) for s in held)
 
 
 def contiguous_spans(samples: np.ndarray, detector: SpeechDetector, options: VadOptions = VadOptions()) -> list[Span]:
-    """All of the audio in pieces of at most 30 s, each cut in the last pause before its limit."""
-    if samples.shape[0] <= MAX_PIECE_SAMPLES:
+    """All of the audio in clips of at most 30 s, each cut in the last pause before its limit."""
+    if samples.shape[0] <= MAX_CLIP_SAMPLES:
         return [Span(0, samples.shape[0], 1.0)]
     probs, levels = detector.frames(samples)
     silent = probs < max(0.0, options.threshold - NEGATIVE_MARGIN)
     min_silence = max(1, options.frames(options.silence_ms))
-    limit = MAX_PIECE_SAMPLES // FRAME
-    earliest = round(CHAT_MIN_PIECE_SECONDS * SAMPLE_RATE / FRAME)
+    limit = MAX_CLIP_SAMPLES // FRAME
+    earliest = round(CHAT_MIN_CLIP_SECONDS * SAMPLE_RATE / FRAME)
     cuts, pos = [0], 0
-    while samples.shape[0] - pos * FRAME > MAX_PIECE_SAMPLES:
+    while samples.shape[0] - pos * FRAME > MAX_CLIP_SAMPLES:
         lo, hi = pos + earliest, pos + limit
         pause = _last_run(silent[lo:hi], min_silence)
         first, last = pause if pause is not None else (0, hi - lo)

@@ -10,7 +10,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from server.audio.clip import SAMPLE_RATE
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
@@ -113,10 +113,6 @@ def data_url_bytes(url: str) -> bytes:
     if match is None or not match.group("b64"):
         raise InvalidAudioURLError("audio_url must be a base64 data URL: data:audio/<format>;base64,<data>")
     return decode_base64(match.group("data"))
-
-
-def duration_seconds(samples: np.ndarray) -> float:
-    return samples.shape[0] / SAMPLE_RATE
 
 
 def _reason(exc: Exception) -> str:

@@ -43,41 +43,46 @@ def run_memory(model_dir: str, preset: str | None, modes: list[str], args) -> in
 
 def measure(model_dir: str, mode: str, device: str, dtype: str, clip_seconds: float, output_tokens: int) -> dict:
     """In the child: load, warm up, run one request of `clip_seconds` (unless `output_tokens` is 0), read the memory."""
-    from server.engine.model_runner import ModelRunner, RunnerConfig
+    from server.runner.loader import LoadConfig, load_model
 
     peaks = _AnonPeak()
     started = time.perf_counter()
-    runner = ModelRunner(RunnerConfig(model_dir, device, dtype, quantization=mode))
-    runner.load()
+    model = load_model(LoadConfig(model_dir, device, dtype, quantization=mode))
     load_s = time.perf_counter() - started
-    row = {"quantization": mode, "backend": runner.quantization_backend, "device": runner.device_name,
-           "dtype": str(runner.dtype).removeprefix("torch."), "weights_bytes": runner.weights_bytes,
-           "weights_gib": round(runner.weights_bytes / GiB, 3), "load_s": round(load_s, 1)}
+    info = model.info
+    row = {"quantization": mode, "backend": info.quantization_backend, "device": info.device, "dtype": info.dtype,
+           "weights_bytes": info.weights_bytes, "weights_gib": round(info.weights_bytes / GiB, 3),
+           "load_s": round(load_s, 1)}
     if output_tokens:
-        row |= _one_request(runner, clip_seconds, output_tokens)
+        row |= _one_request(model, clip_seconds, output_tokens)
+    gpu_peak = model.runner.peak_memory_bytes()
     return row | {
         "peak_rss_gib": round(_status_kib("VmHWM") * 1024 / GiB, 2),  # the kernel's own high-water mark
         "peak_anon_rss_gib": round(peaks.stop() / GiB, 2),  # private memory: without mmapped checkpoint pages
-        "peak_gpu_gib": round(runner.peak_memory_bytes() / GiB, 3) if runner.device.type == "cuda" else None,
+        "peak_gpu_gib": round(gpu_peak / GiB, 3) if gpu_peak else None,
     }
 
 
-def _one_request(runner, clip_seconds: float, output_tokens: int) -> dict:
+def _one_request(model, clip_seconds: float, output_tokens: int) -> dict:
+    """Through the model side as the engine drives it: prepare, prefill, decode steps."""
+    from server.engine.conversation import audio_question
+    from server.engine.interface import PrefillInput
     from server.engine.request import SamplingParams
 
-    runner.warmup()
+    runner = model.runner
+    runner.run_probe(model.processor.probe_prompt())  # warm-up, as the engine does at start
     runner.reset_peak_memory()
     request = Workload(1, clip_seconds, output_tokens, ("transcribe",)).build()[0]
-    prompt = runner.prepare([{"role": "user", "content": [{"type": "audio"}, {"type": "text",
-                                                                              "text": request.instruction}]}],
-                            [request.samples])
-    state, first = runner.prefill([prompt], [SamplingParams(max_tokens=output_tokens, temperature=0.0,
-                                                            ignore_eos=True)])
-    decode_s = sum(runner.decode(state).seconds for _ in range(output_tokens - 1))
+    prompt = model.processor.prepare(audio_question(request.instruction), [request.samples])
+    params = SamplingParams(max_tokens=output_tokens, temperature=0.0, ignore_eos=True)
+    first = runner.prefill([PrefillInput(0, prompt, params)])
+    decode_s = sum(runner.decode().seconds for _ in range(output_tokens - 1))
+    kv_tokens = runner.kv_tokens
+    runner.release([0])
     return {
         "prompt_tokens": prompt.num_tokens,
         "output_tokens": output_tokens,
-        "kv_gib": round(state.kv_tokens * runner.kv_bytes_per_token / GiB, 3),
+        "kv_gib": round(kv_tokens * model.info.kv_bytes_per_token / GiB, 3),
         "prefill_s": round(first.seconds, 3),
         "decode_tokens_per_s": round((output_tokens - 1) / decode_s, 2) if decode_s else None,
         "tokens_per_s": round(output_tokens / (first.seconds + decode_s), 2),

@@ -5,7 +5,9 @@ Runs in a child process, so its memory is measured on its own.
 
 import time
 
-from server.bench.workload import SAMPLE_RATE, BenchRequest
+from server.audio.clip import SAMPLE_RATE
+from server.bench.workload import BenchRequest
+from server.engine.conversation import audio_question
 
 
 class _FirstToken:
@@ -48,8 +50,7 @@ def _generate(processor, model, request: BenchRequest, output_tokens: int, devic
     import torch
 
     started = time.perf_counter()
-    conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": request.instruction}]}]
-    text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    text = processor.apply_chat_template(audio_question(request.instruction), add_generation_prompt=True, tokenize=False)
     inputs = processor(text=text, audio=[request.samples], sampling_rate=SAMPLE_RATE, return_tensors="pt").to(device)
     streamer = _FirstToken()
     with torch.inference_mode():

@@ -160,13 +160,9 @@ def _gpu_peak(base_url: str) -> int | None:
 
 def _preset_model(preset: str) -> Path:
     from server.config import RANDOM_MODEL_DIR
-    from server.tiny_model import RANDOM_WEIGHTS_MARKER, write_tiny_model
+    from server.tiny_model import ensure_random_model
 
-    path = RANDOM_MODEL_DIR.parent / f"bench-{preset}"
-    if not (path / RANDOM_WEIGHTS_MARKER).exists():
-        logger.info("writing a random-weight %s model to %s", preset, path)
-        write_tiny_model(path, preset=preset)
-    return path
+    return ensure_random_model(RANDOM_MODEL_DIR.parent / f"bench-{preset}", preset)
 
 
 def _device_name(device: str) -> str:

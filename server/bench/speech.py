@@ -8,7 +8,8 @@ import subprocess
 import av
 import numpy as np
 
-from server.audio.decode import SAMPLE_RATE, decode_audio
+from server.audio.clip import SAMPLE_RATE
+from server.audio.decode import decode_audio
 
 SENTENCES = [
     "The quarterly meeting will now come to order.",

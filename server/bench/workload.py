@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from server.audio.clip import SAMPLE_RATE
+from server.serving.prompts import TRANSCRIBE_INSTRUCTION
+
 INSTRUCTIONS = {
-    "transcribe": "Transcribe the speech in this audio word for word. Reply with the transcript only.",
+    "transcribe": TRANSCRIBE_INSTRUCTION,  # what the server sends for a transcription, so the recipe does the same
     "chat": "What is happening in this recording? Describe the sounds you hear.",
 }
 

@@ -1,40 +1,40 @@
-"""The engine: one worker that owns the model runner and runs iteration-level continuous batching.
+"""The engine: one worker that schedules requests onto the model, with iteration-level continuous batching.
 
-Interface (what the API layer sees): `submit(prompt, params) -> RequestStream`, an async iterator of
-`RequestOutput` events with `cancel()`. Inside, every iteration decodes one token for each running request,
-then admits waiting requests: their audio is encoded and their prompts prefilled together, and they join the
-running batch for the next step. A finished or cancelled request leaves the batch (and its cache) at once.
+What serving sees: `info` (the model's description), `prepare(conversation, clips) -> Prompt` (on the prep
+thread), and `submit(prompt, params) -> RequestStream`, an async iterator of `RequestOutput` events with `cancel()`.
+Inside, every iteration decodes one token for each running request, then admits waiting requests: their audio is
+encoded and their prompts prefilled together, and they join the running batch for the next step. A finished or
+cancelled request leaves the batch (and its cache) at once. The model is reached only through the three objects
+of `server.engine.interface`, each on its own thread; this file is plain Python.
 """
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from server.engine.detokenizer import IncrementalDetokenizer
 from server.engine.heap import HeapTrimmer
-from server.engine.model_runner import BatchState, ModelRunner, StepOutput
-from server.engine.request import EngineError, OutOfMemory, Prompt, RequestOutput, SamplingParams
+from server.engine.interface import LoadedModel, StepOutput
+from server.engine.request import (
+    BatchLost,
+    EngineError,
+    OutOfMemory,
+    Prompt,
+    QueueFullError,
+    RequestTooLargeError,
+    SamplingParams,
+)
 from server.engine.scheduler import Scheduler
+from server.engine.sequence import RequestStream, Sequence
 from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-
-class RequestTooLargeError(EngineError):
-    """The request can never fit the KV-cache budget (a 400, not a wait)."""
-
-
-class QueueFullError(EngineError):
-    """Too many requests are waiting already (a 429: come back later)."""
-
-
 MAX_CONSECUTIVE_FAILURES = 3  # steps failing in a row mean the engine itself is broken, not one batch
-ROW_CAP_RECOVERY_STEPS = 100  # after running out of memory, the batch may grow by one row per this many good steps
 IDLE_TRIM_S = 1.0  # idle this long after work, the engine gives freed heap memory back (server/engine/heap.py)
 
 
@@ -42,97 +42,39 @@ IDLE_TRIM_S = 1.0  # idle this long after work, the engine gives freed heap memo
 class EngineConfig:
     max_batch_size: int = 16
     batch_wait_s: float = 0.005
-    kv_budget_tokens: int = 65_536
     max_queue: int = 256
 
 
-class Sequence:
-    """A request's state inside the engine."""
-
-    def __init__(self, request_id: str, prompt: Prompt, params: SamplingParams, detokenizer: IncrementalDetokenizer):
-        self.request_id = request_id
-        self.prompt = prompt
-        self.params = params
-        self.detokenizer = detokenizer
-        self.output_ids: list[int] = []
-        self.events: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
-        self.cancelled = False
-        self.finished = False
-        self.submitted_at = time.perf_counter()
-
-    @property
-    def max_total_tokens(self) -> int:
-        return self.prompt.num_tokens + self.params.max_tokens
-
-    def prefill_input(self) -> tuple[Prompt, SamplingParams]:
-        """What to prefill: the prompt, plus the tokens already generated if the request was preempted."""
-        if not self.output_ids:
-            return self.prompt, self.params
-        prompt = dataclasses.replace(self.prompt, token_ids=self.prompt.token_ids + self.output_ids)
-        params = dataclasses.replace(self.params, min_tokens=max(0, self.params.min_tokens - len(self.output_ids)))
-        return prompt, params
-
-    def fail(self, error: Exception) -> None:
-        if not self.finished:
-            self.finished = True
-            self.events.put_nowait(error)
-
-
-class RequestStream:
-    """The events of one request, ending with the one that carries `finish_reason`."""
-
-    def __init__(self, sequence: Sequence) -> None:
-        self._seq = sequence
-        self._done = False
-
-    @property
-    def request_id(self) -> str:
-        return self._seq.request_id
-
-    def cancel(self) -> None:
-        """Stop generating for this request; its batch slot and cache are freed at the next step."""
-        self._seq.cancelled = True
-
-    def __aiter__(self) -> "RequestStream":
-        return self
-
-    async def __anext__(self) -> RequestOutput:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._seq.events.get()
-        if isinstance(item, Exception):
-            self._done = True
-            raise item
-        self._done = item.finished
-        return item
-
-
 class Engine:
-    def __init__(self, runner: ModelRunner, config: EngineConfig, metrics: Metrics) -> None:
-        self.runner = runner
+    def __init__(self, model: LoadedModel, config: EngineConfig, metrics: Metrics) -> None:
+        self.info = model.info
         self.config = config
-        self.metrics = metrics
-        self.scheduler = Scheduler(config.max_batch_size, config.kv_budget_tokens)
+        self._runner, self._processor, self._detokenizer = model.runner, model.processor, model.detokenizer
+        self._metrics = metrics
+        self._eos = frozenset(model.info.eos_token_ids)
+        self.scheduler = Scheduler(config.max_batch_size, model.info.kv_budget_tokens)
         self._waiting: deque[Sequence] = deque()
         self._arrived = asyncio.Event()
-        self._running: list[Sequence] = []
+        self._running: dict[int, Sequence] = {}  # by sequence id, in order of admission; the runner holds their rows
         self._joining: list[Sequence] = []  # being admitted this iteration: popped from the queue, not yet running
-        self._state: BatchState | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        # Tokenizing and feature extraction run beside the model thread, one at a time (the tokenizer is not
-        # safe to share between threads), so they overlap with decoding instead of stalling it.
-        self._prep_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prep")
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # tokenizing and log-mels run beside the model thread, so they overlap with decoding instead of stalling it
+        self._prep_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prep")
         self._ids = itertools.count()
         self._loop_task: asyncio.Task | None = None
         self._failures = 0
-        self._row_cap = config.max_batch_size  # lowered when decoding runs out of memory, regained slowly
-        self._good_steps = 0
         self._heap = HeapTrimmer()
         self.ready = False
-        metrics.kv_budget.set(config.kv_budget_tokens)
+        metrics.kv_budget.set(model.info.kv_budget_tokens)
+        metrics.weights_bytes.set(model.info.weights_bytes)
+        metrics.queue_depth.set_function(lambda: self.queue_depth)
+        metrics.running.set_function(lambda: self.running)
+        metrics.kv_tokens.set_function(lambda: self._runner.kv_tokens)
+        metrics.gpu_memory_peak.set_function(self._runner.peak_memory_bytes)
 
     async def start(self) -> None:
-        await self._run(self.runner.warmup)
+        """Warm up (one short request through every path, so the first real one pays no lazy init), then serve."""
+        await self._run(self._runner.run_probe, await self._prep(self._processor.probe_prompt))
         self._loop_task = asyncio.create_task(self._loop(), name="engine-loop")
         self.ready = True
 
@@ -141,19 +83,22 @@ class Engine:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        for seq in [*self._running, *self._waiting]:
+        for seq in [*self._running.values(), *self._joining, *self._waiting]:
             seq.fail(EngineError("the server is shutting down"))
-        self._executor.shutdown(wait=True)
-        self._prep_executor.shutdown(wait=True)
+        try:  # the model may serve another engine after this one: leave it no rows (a prefill cut short adds some)
+            await self._leave([*self._running.values(), *self._joining])
+        except Exception:
+            logger.exception("releasing the model's rows at shutdown failed")
+        self._model_thread.shutdown(wait=True)
+        self._prep_thread.shutdown(wait=True)
 
     async def prepare(self, conversation: list[dict], clips: list) -> Prompt:
-        """Tokenize a chat conversation and extract features for its clips (in order), off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._prep_executor, self.runner.prepare, conversation, clips)
+        """Tokenize a conversation (server.engine.conversation) and extract its clips' features, on the prep thread."""
+        return await self._prep(self._processor.prepare, conversation, clips)
 
     @property
     def queue_depth(self) -> int:
-        return len(self._waiting)
+        return sum(not seq.cancelled for seq in self._waiting)
 
     @property
     def running(self) -> int:
@@ -162,19 +107,18 @@ class Engine:
     def submit(self, prompt: Prompt, params: SamplingParams, request_id: str | None = None) -> RequestStream:
         if not self.ready:
             raise EngineError("the engine is not running")
-        detokenizer = IncrementalDetokenizer(self.runner.decode_tokens, params.stop)
-        seq = Sequence(request_id or f"req-{next(self._ids)}", prompt, params, detokenizer)
+        seq_id = next(self._ids)
+        seq = Sequence(seq_id, request_id or f"req-{seq_id}", prompt, params, self._detokenizer)
         self._drop_cancelled_waiting()
         if len(self._waiting) >= self.config.max_queue:
             raise QueueFullError(f"{len(self._waiting)} requests are already waiting; retry shortly")
         if not self.scheduler.fits_alone(seq):
             raise RequestTooLargeError(
                 f"the request needs {seq.max_total_tokens} tokens of KV cache (prompt plus max_tokens); this server's "
-                f"budget is {self.config.kv_budget_tokens}: lower max_tokens or send shorter audio"
+                f"budget is {self.scheduler.kv_budget_tokens}: lower max_tokens or send shorter audio"
             )
         self._waiting.append(seq)
         self._arrived.set()
-        self.metrics.queue_depth.set(self.queue_depth)
         return RequestStream(seq)
 
     # ---- the worker loop -----------------------------------------------------------------------------
@@ -187,9 +131,9 @@ class Engine:
                     self._failures = 0  # a decode step worked: whatever failed before was that batch's trouble
                 await self._admit()
             except Exception as exc:  # a failing step fails the requests it carried, never the engine
-                self._fail_step([*self._running, *self._joining], exc)
-                self._running, self._joining, self._state = [], [], None
-            self._publish_load()
+                await self._fail([*self._running.values(), *self._joining], exc)
+                self._joining = []
+            self._drop_cancelled_waiting()
             self._heap.worked()
             if self._heap.due():
                 await self._run(self._heap.trim)  # on the model thread, between steps
@@ -200,19 +144,25 @@ class Engine:
             seq.fail(EngineError("the engine has stopped after repeated model failures"))
         self._waiting.clear()
 
-    def _fail_step(self, carried: list[Sequence], exc: Exception) -> None:
+    async def _fail(self, carried: list[Sequence], exc: Exception) -> None:
+        """A step failed: its requests fail and leave the batch; the others and the engine go on."""
         self._failures += 1
         logger.error("a model step failed; failing its requests: %s", ", ".join(seq.request_id for seq in carried),
                      exc_info=exc)
         for seq in carried:
             seq.fail(EngineError(f"the model failed on this batch ({type(exc).__name__})"))
+        try:
+            await self._leave(carried)
+        except Exception:  # the loop must go on; the probe tells whether the model still works
+            logger.exception("releasing the failed requests' rows failed too")
+            for seq in carried:
+                self._running.pop(seq.id, None)
 
     async def _still_works(self) -> bool:
         """After failures in a row: whether a known-good request still runs. If it does, the failures were those
         requests' own (inputs no check foresaw), and a few such requests must not be able to stop the server."""
         try:
-            prompt = await asyncio.get_running_loop().run_in_executor(self._prep_executor, self.runner.probe_prompt)
-            await self._run(self.runner.run_probe, prompt)
+            await self._run(self._runner.run_probe, await self._prep(self._processor.probe_prompt))
         except Exception:
             logger.exception("the probe request failed too")
             return False
@@ -235,48 +185,39 @@ class Engine:
 
     async def _decode(self) -> bool:
         """One decode step for the running batch; False when it ran out of memory and was cut down instead."""
-        self.metrics.batch_size.observe(len(self._running))
+        self._metrics.batch_size.observe(len(self._running))
         try:
-            step = await self._run(self.runner.decode, self._state)
+            step = await self._run(self._runner.decode)
         except OutOfMemory as exc:
             await self._preempt(exc)
             return False
-        self.metrics.decode_step_seconds.observe(step.seconds)
-        self._running = await self._advance(self._running, step, self._state)
-        if not self._running:
-            self._state = None
-        self._regain_rows()
+        self._metrics.decode_step_seconds.observe(step.seconds)
+        await self._advance(step)
+        self.scheduler.step_succeeded()
         return True
 
-    def _regain_rows(self) -> None:
-        if self._row_cap < self.config.max_batch_size:
-            self._good_steps += 1
-            if self._good_steps >= ROW_CAP_RECOVERY_STEPS:
-                self._row_cap, self._good_steps = self._row_cap + 1, 0
-
     async def _admit(self) -> None:
-        admitted = self.scheduler.admit(self._running, self._waiting, self._row_cap)
+        admitted = self.scheduler.admit(list(self._running.values()), self._waiting)
         self._joining = [seq for seq in admitted if not seq.cancelled]
         while self._joining:
             joining = self._joining
-            prompts, params = zip(*(seq.prefill_input() for seq in joining), strict=True)
             try:
-                state, step = await self._run(self.runner.prefill, list(prompts), list(params))
+                step = await self._run(self._runner.prefill, [seq.prefill_input() for seq in joining])
+            except BatchLost:
+                raise  # the running requests are gone too: the loop fails them all
             except Exception as exc:
                 if len(joining) == 1 and not isinstance(exc, OutOfMemory):
-                    self._fail_step(joining, exc)  # its own input, or a broken device: _still_works tells which
                     self._joining = []
+                    await self._fail(joining, exc)  # its own input, or a broken device: _still_works tells which
                     break
                 self._joining = self._shed(joining, exc)
                 continue
-            self.metrics.prefill_seconds.observe(step.seconds)
+            self._metrics.prefill_seconds.observe(step.seconds)
             if step.encoder_seconds:
-                self.metrics.encoder_seconds.observe(step.encoder_seconds)
-            joining = await self._advance(joining, step, state)
-            if joining:
-                self._state = state if self._state is None else await self._run(self.runner.merge, self._state, state)
-                self._running += joining
+                self._metrics.encoder_seconds.observe(step.encoder_seconds)
+            self._running.update((seq.id, seq) for seq in joining)
             self._joining = []
+            await self._advance(step)
 
     async def _preempt(self, exc: OutOfMemory) -> None:
         """Out of memory while decoding: the newest half of the batch goes back to the head of the queue.
@@ -284,19 +225,19 @@ class Engine:
         Their streams stay open; when they are admitted again, their prompt and the tokens they already produced
         are prefilled anew and decoding goes on from there (vLLM's preemption by recomputation).
         """
-        if len(self._running) == 1:
-            logger.error("out of memory decoding request %s alone: %s", self._running[0].request_id, exc)
-            self._running[0].fail(EngineError("out of memory: this request does not fit on the device"))
-            self._running, self._state = [], None
-            return
-        half = len(self._running) // 2
-        back = self._running[half:]
-        self._row_cap, self._good_steps = half, 0
-        logger.warning("out of memory decoding %d requests; %d go back to the queue, batches capped at %d rows",
-                       len(self._running), len(back), half)
-        await self._run(self.runner.filter, self._state, list(range(half)))
-        self._running = self._running[:half]
-        self._waiting.extendleft(reversed(back))
+        rows = list(self._running.values())
+        if len(rows) == 1:
+            logger.error("out of memory decoding request %s alone: %s", rows[0].request_id, exc)
+            rows[0].fail(EngineError("out of memory: this request does not fit on the device"))
+            back, requeue = rows, False
+        else:
+            back, requeue = rows[len(rows) // 2 :], True
+            self.scheduler.ran_out_of_memory(len(rows) - len(back))
+            logger.warning("out of memory decoding %d requests; %d go back to the queue, batches capped at %d rows",
+                           len(rows), len(back), self.scheduler.row_cap)
+        await self._leave(back)
+        if requeue:
+            self._waiting.extendleft(reversed(back))
 
     def _shed(self, joining: list[Sequence], exc: Exception) -> list[Sequence]:
         """A prefill failed: retry with half, the other half back at the head of the queue.
@@ -315,52 +256,39 @@ class Engine:
         self._waiting.extendleft(reversed(back))
         return keep
 
-    async def _advance(self, rows: list[Sequence], step: StepOutput, state: BatchState) -> list[Sequence]:
-        """Hand each row its token; drop the rows that ended from the batch; return those that go on."""
-        keep = [i for i, seq in enumerate(rows) if not self._take(seq, step, i)]
-        if keep and len(keep) < len(rows):
-            await self._run(self.runner.filter, state, keep)
-        return [rows[i] for i in keep]
-
-    def _take(self, seq: Sequence, step: StepOutput, row: int) -> bool:
-        """Take this step's token for `seq`, send its event; True when the request has ended."""
-        if seq.cancelled:
-            seq.finished = True
-            return True
-        token = step.tokens[row]
-        seq.output_ids.append(token)
-        if len(seq.output_ids) == 1:
-            self.metrics.time_to_first_token.observe(time.perf_counter() - seq.submitted_at)
-        self.metrics.tokens_generated.inc()
-        finish = self._finish_reason(seq, token)
-        text = seq.detokenizer.push(token)  # special tokens such as EOS decode to ""
-        if seq.detokenizer.stopped:
-            finish = "stop"
-        if finish is not None:
-            text += seq.detokenizer.flush()
-            seq.finished = True
-        logprob = step.logprobs[row]
-        seq.events.put_nowait(RequestOutput(text, [token], [logprob] if logprob else None, finish))
-        return seq.finished
-
-    def _finish_reason(self, seq: Sequence, token: int) -> str | None:
-        if token in self.runner.eos_token_ids and not seq.params.ignore_eos:
-            return "stop"
-        if len(seq.output_ids) >= seq.params.max_tokens:
-            return "length"
-        return None
+    async def _advance(self, step: StepOutput) -> None:
+        """Hand each row of the step its token; the requests that ended leave the batch."""
+        ended = []
+        for seq_id, token in step.tokens.items():
+            seq = self._running[seq_id]
+            if seq.cancelled:
+                seq.finished = True
+            else:
+                if not seq.output_ids:
+                    self._metrics.time_to_first_token.observe(time.perf_counter() - seq.submitted_at)
+                self._metrics.tokens_generated.inc()
+                seq.take(token, step.logprobs.get(seq_id), self._eos)
+            if seq.finished:
+                ended.append(seq)
+        await self._leave(ended)
 
     def _drop_cancelled_waiting(self) -> None:
         """Requests whose clients gave up while queued stop holding queue places."""
         if any(seq.cancelled for seq in self._waiting):
             self._waiting = deque(seq for seq in self._waiting if not seq.cancelled)
 
-    def _publish_load(self) -> None:
-        self._drop_cancelled_waiting()
-        self.metrics.running.set(len(self._running))
-        self.metrics.queue_depth.set(len(self._waiting))
-        self.metrics.kv_tokens.set(self._state.kv_tokens if self._state is not None else 0)
+    async def _leave(self, seqs: list[Sequence]) -> None:
+        """These sequences leave the batch. Their rows are released first, so that a stop meanwhile, which
+        releases every row still running, leaves none behind."""
+        if seqs:
+            await self._run(self._runner.release, [seq.id for seq in seqs])
+        for seq in seqs:
+            self._running.pop(seq.id, None)
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable, *args):
         """Run a model call on the model thread, so the event loop keeps serving HTTP meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._model_thread, fn, *args)
+
+    async def _prep(self, fn: Callable, *args):
+        """Run a processor call on the prep thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._prep_thread, fn, *args)

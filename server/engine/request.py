@@ -35,7 +35,7 @@ class SamplingParams:
 class Prompt:
     """A tokenized request: text ids with each <|AUDIO|> marker expanded, plus the audio features.
 
-    `features` is the model runner's own (log-mel tensors per clip); everything above the runner only counts tokens.
+    `features` belongs to the model side (log-mel tensors per clip); everything above it only counts tokens.
     """
 
     token_ids: list[int]
@@ -50,9 +50,20 @@ class Prompt:
 
 @dataclass(slots=True)
 class TokenLogprob:
+    """A sampled token's log-probability and the most likely alternatives, as the model runner computes them."""
+
     token_id: int
     logprob: float
-    top: list[tuple[int, float]]
+    top: list[tuple[int, float]]  # (token id, logprob), most likely first
+
+
+@dataclass(slots=True)
+class Logprob:
+    """The same for a request's events, with each token's own text (special tokens included), as OpenAI shows it."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
 
 
 @dataclass(slots=True)
@@ -61,7 +72,7 @@ class RequestOutput:
 
     text: str
     token_ids: list[int]
-    logprobs: list[TokenLogprob] | None = None
+    logprobs: list[Logprob] | None = None
     finish_reason: str | None = None  # "stop" | "length" on the last event
 
     @property
@@ -73,5 +84,18 @@ class EngineError(RuntimeError):
     """The engine could not run this request (a failing batch, or the engine stopping)."""
 
 
+class RequestTooLargeError(EngineError):
+    """The request can never fit the KV-cache budget (a 400, not a wait)."""
+
+
+class QueueFullError(EngineError):
+    """Too many requests are waiting already (a 429: come back later)."""
+
+
 class OutOfMemory(RuntimeError):
     """The accelerator ran out of memory during a step (raised by the model runner, so no one else imports torch)."""
+
+
+class BatchLost(RuntimeError):
+    """Changing the running batch failed part-way (rows joining or leaving): the model runner dropped it, and every
+    request that was in it fails."""

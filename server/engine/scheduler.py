@@ -3,6 +3,8 @@
 from collections import deque
 from typing import Protocol
 
+ROW_CAP_RECOVERY_STEPS = 100  # after running out of memory, the batch may grow by one row per this many good steps
+
 
 class Schedulable(Protocol):
     cancelled: bool
@@ -17,23 +19,33 @@ class Scheduler:
     Rows share one left-padded cache, so a batch holds rows x (longest row) slots. A request is admitted only if
     that stays within the budget even when every row runs to its max_tokens, so a running batch never outgrows
     its memory; whoever does not fit waits (in order, so a long request is not starved by short ones).
+    After the device ran out of memory decoding, the batch is capped at the rows that still fitted, and the cap
+    rises again by a row per ROW_CAP_RECOVERY_STEPS good steps.
     """
 
     def __init__(self, max_batch_size: int, kv_budget_tokens: int) -> None:
         self.max_batch_size = max_batch_size
         self.kv_budget_tokens = kv_budget_tokens
+        self.row_cap = max_batch_size
+        self._good_steps = 0
+
+    def ran_out_of_memory(self, rows_that_fit: int) -> None:
+        self.row_cap, self._good_steps = rows_that_fit, 0
+
+    def step_succeeded(self) -> None:
+        if self.row_cap < self.max_batch_size:
+            self._good_steps += 1
+            if self._good_steps >= ROW_CAP_RECOVERY_STEPS:
+                self.row_cap, self._good_steps = self.row_cap + 1, 0
 
     def fits_alone(self, request: Schedulable) -> bool:
         return request.max_total_tokens <= self.kv_budget_tokens
 
-    def admit(self, running: list[Schedulable], waiting: deque, max_rows: int | None = None) -> list:
-        """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too, to be dropped).
-
-        `max_rows` lowers the batch-size limit for now (after the device ran out of memory).
-        """
+    def admit(self, running: list[Schedulable], waiting: deque) -> list:
+        """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too, to be dropped)."""
         admitted: list = []
         rows = len(running)
-        limit = min(self.max_batch_size, max_rows or self.max_batch_size)
+        limit = min(self.max_batch_size, self.row_cap)
         width = max((r.max_total_tokens for r in running), default=0)
         while waiting and rows < limit:
             candidate = waiting[0]

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI
 
-from server.app import build_runner, create_app
+from server.app import create_app, load
 from server.config import Settings
 from server.engine.request import OutOfMemory
 from tests.api.conftest import MODEL, metric
@@ -23,8 +23,8 @@ CLIP = wav(1.0, seed=31)
 
 
 @pytest.fixture(scope="module")
-def runner(tiny_model_dir):
-    return build_runner(Settings(model=tiny_model_dir))
+def model(tiny_model_dir):
+    return load(Settings(model=tiny_model_dir))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def settings(tiny_model_dir, tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module")
-async def app(settings, runner):
-    app = create_app(settings, runner)
+async def app(settings, model):
+    app = create_app(settings, model)
     async with app.router.lifespan_context(app):
         yield app
 
@@ -147,19 +147,19 @@ async def test_file_urls_only_inside_the_allowed_folder(http, settings):
 
 def held_at_decode(gate: threading.Event):
     """A decode step that waits for `gate`: the running batch stands still for as long as a test needs."""
-    def fake(real, state):
+    def fake(real):
         gate.wait(120)
-        return real(state)
+        return real()
 
     return fake
 
 
-async def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, runner):
+async def test_a_full_queue_answers_429_with_retry_after(tiny_model_dir, model):
     settings = Settings(model=tiny_model_dir, served_model_name=MODEL, max_queue=2, max_batch_size=1)
     body = {"model": MODEL, "max_tokens": 3, "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]}
     gate = threading.Event()
-    async with serving(settings, runner) as client:
-        with replaced(runner, "decode", held_at_decode(gate)):
+    async with serving(settings, model) as client:
+        with replaced(model.runner, "decode", held_at_decode(gate)):
             tasks = [asyncio.create_task(client.post("/v1/chat/completions", json=body)) for _ in range(3)]
             # one request runs (max_batch_size=1), held at its second token; two wait (max_queue=2)
             assert await eventually(lambda: _load(client, running=1, waiting=2), timeout=120)
@@ -176,10 +176,10 @@ async def _load(client: httpx.AsyncClient, running: int, waiting: int) -> bool:
             and await metric(client, "qwen2_audio_queue_depth") == waiting)
 
 
-async def test_the_deadline_answers_504_to_a_whole_answer(http, runner):
+async def test_the_deadline_answers_504_to_a_whole_answer(http, model):
     gate = threading.Event()
     body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "go"}]}
-    with replaced(runner, "decode", held_at_decode(gate)):
+    with replaced(model.runner, "decode", held_at_decode(gate)):
         response = await http.post("/v1/chat/completions", json=body)
         gate.set()
     assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
@@ -200,9 +200,9 @@ async def test_deadline_ends_a_stream_with_an_error_event(http):
             pass
 
 
-async def test_a_failing_batch_answers_500_with_its_request_id_and_the_server_goes_on(http, runner):
+async def test_a_failing_batch_answers_500_with_its_request_id_and_the_server_goes_on(http, model):
     body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-    with replaced(runner, "decode", fails_once(RuntimeError("simulated device fault"))):
+    with replaced(model.runner, "decode", fails_once(RuntimeError("simulated device fault"))):
         failed = await http.post("/v1/chat/completions", json=body, headers={"X-Request-ID": "doomed-1"})
     assert failed.status_code == 500 and "doomed-1" in failed.json()["error"]["message"]
     assert "simulated" not in failed.text  # no internals in the body
@@ -210,39 +210,40 @@ async def test_a_failing_batch_answers_500_with_its_request_id_and_the_server_go
 
 
 @asynccontextmanager
-async def serving(settings: Settings, runner):
-    """A fresh app on the shared runner, and a client for it."""
-    app = create_app(settings, runner)
+async def serving(settings: Settings, model):
+    """A fresh app on the shared model, and a client for it."""
+    app = create_app(settings, model)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
             yield client
 
 
-async def test_out_of_memory_in_prefill_retries_smaller(tiny_model_dir, runner):
+async def test_out_of_memory_in_prefill_retries_smaller(tiny_model_dir, model):
     settings = Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=8, batch_wait_ms=50)
     sizes = []
 
-    def tight(real, prompts, params):
-        sizes.append(len(prompts))
-        if len(prompts) > 1:
+    def tight(real, requests):
+        sizes.append(len(requests))
+        if len(requests) > 1:
             raise OutOfMemory("simulated: CUDA out of memory")
-        return real(prompts, params)
+        return real(requests)
 
     body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
-    async with serving(settings, runner) as client:
-        with replaced(runner, "prefill", tight):
+    async with serving(settings, model) as client:
+        with replaced(model.runner, "prefill", tight):
             responses = await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(4)))
     assert [r.status_code for r in responses] == [200] * 4
     assert max(sizes) > 1 and sizes.count(1) >= 4  # it tried them together, then one by one
 
 
-async def test_an_engine_that_keeps_failing_turns_unready_and_answers_503(tiny_model_dir, runner):
-    def dead(real, state):
+async def test_an_engine_that_keeps_failing_turns_unready_and_answers_503(tiny_model_dir, model):
+    def dead(real, *args):
         raise RuntimeError("simulated: device lost")
 
     body = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-    async with serving(Settings(model=tiny_model_dir, served_model_name=MODEL), runner) as client:
-        with replaced(runner, "decode", dead):  # lost for good: the engine's own probe request fails too
+    async with serving(Settings(model=tiny_model_dir, served_model_name=MODEL), model) as client:
+        # lost for good: every step fails, the engine's own probe request too
+        with replaced(model.runner, "decode", dead), replaced(model.runner, "run_probe", dead):
             codes = [(await client.post("/v1/chat/completions", json=body)).status_code for _ in range(3)]
             assert codes == [500, 500, 500]
             assert await eventually(lambda: _status(client, "/ready", 503))

@@ -17,11 +17,13 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
-from server.api.serving_transcription import TRANSCRIBE_INSTRUCTION
 from server.app import create_app
 from server.config import Settings
-from server.engine.model_runner import ModelRunner, RunnerConfig
-from server.engine.request import Prompt, SamplingParams
+from server.engine.conversation import audio_question
+from server.engine.interface import LoadedModel, PrefillInput
+from server.engine.request import SamplingParams
+from server.runner.loader import LoadConfig, load_model
+from server.serving.prompts import TRANSCRIBE_INSTRUCTION
 from tests.api.conftest import MODEL, metric
 from tests.audio_samples import tone, wav
 
@@ -34,24 +36,23 @@ FLOORS = {"int8": 0.75, "int4": 0.15}
 
 
 @pytest.fixture(scope="module")
-def runners(tiny_model_dir):
-    loaded: dict[tuple, ModelRunner] = {}
+def models(tiny_model_dir):
+    loaded: dict[tuple, LoadedModel] = {}
 
-    def get(quantization: str = "none", backend: str = "auto", dtype: str = "auto") -> ModelRunner:
+    def get(quantization: str = "none", backend: str = "auto", dtype: str = "auto") -> LoadedModel:
         key = (quantization, backend, dtype)
         if key not in loaded:
-            loaded[key] = ModelRunner(RunnerConfig(tiny_model_dir, "cpu", dtype, quantization=quantization,
-                                                   quantization_backend=backend))
-            loaded[key].load()
+            loaded[key] = load_model(LoadConfig(tiny_model_dir, "cpu", dtype, quantization=quantization,
+                                                quantization_backend=backend))
         return loaded[key]
 
     return get
 
 
 @asynccontextmanager
-async def sdk(tiny_model_dir, runner):
+async def sdk(tiny_model_dir, model):
     settings = Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=4)
-    app = create_app(settings, runner)
+    app = create_app(settings, model)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
             yield AsyncOpenAI(base_url="http://test/v1", api_key="-", http_client=http, max_retries=0), http
@@ -68,17 +69,19 @@ async def greedy_answers(client: AsyncOpenAI) -> list[list[int]]:
     return answers
 
 
-def forced_agreement(runner: ModelRunner, answers: list[list[int]]) -> float:
-    """Share of positions of `answers` where `runner` greedily picks the answer's own next token, given the
-    prompt and the answer so far: one prefill per position, through the runner's real prefill path."""
+def forced_agreement(model: LoadedModel, answers: list[list[int]]) -> float:
+    """Share of positions of `answers` where `model` greedily picks the answer's own next token, given the
+    prompt and the answer so far: one prefill row per position, through the runner's real prefill path (the
+    answer so far goes in as tokens already generated, as a preempted request resumes)."""
     hits = total = 0
+    greedy = SamplingParams(max_tokens=1, temperature=0.0)
     for (seconds, seed), answer in zip(CLIPS, answers):
-        content = [{"type": "audio"}, {"type": "text", "text": TRANSCRIBE_INSTRUCTION}]  # as the route builds it
-        prompt = runner.prepare([{"role": "user", "content": content}], [tone(seconds, seed)[0]])
-        prefixes = [Prompt(prompt.token_ids + answer[:k], prompt.audio_tokens, prompt.audio_seconds, prompt.features)
-                    for k in range(len(answer))]
-        _, step = runner.prefill(prefixes, [SamplingParams(max_tokens=1, temperature=0.0)] * len(prefixes))
-        hits += sum(a == b for a, b in zip(step.tokens, answer))
+        # as the route builds it
+        prompt = model.processor.prepare(audio_question(TRANSCRIBE_INSTRUCTION), [tone(seconds, seed)[0]])
+        rows = [PrefillInput(k, prompt, greedy, tuple(answer[:k])) for k in range(len(answer))]
+        step = model.runner.prefill(rows)
+        model.runner.release([row.seq_id for row in rows])
+        hits += sum(step.tokens[k] == token for k, token in enumerate(answer))
         total += len(answer)
     return hits / total
 
@@ -88,25 +91,25 @@ def free_agreement(a: list[list[int]], b: list[list[int]]) -> float:
 
 
 @pytest.fixture(scope="module")
-async def reference(tiny_model_dir, runners) -> list[list[int]]:
-    async with sdk(tiny_model_dir, runners()) as (client, _):
+async def reference(tiny_model_dir, models) -> list[list[int]]:
+    async with sdk(tiny_model_dir, models()) as (client, _):
         return await greedy_answers(client)
 
 
-def test_the_unquantized_model_agrees_with_itself_and_bfloat16_sets_the_scale(runners, reference):
-    assert forced_agreement(runners(), reference) == 1.0  # float32: batch and padding change nothing
-    print(f"\nbfloat16, unquantized: teacher-forced agreement {forced_agreement(runners(dtype='bfloat16'), reference):.3f}")
+def test_the_unquantized_model_agrees_with_itself_and_bfloat16_sets_the_scale(models, reference):
+    assert forced_agreement(models(), reference) == 1.0  # float32: batch and padding change nothing
+    print(f"\nbfloat16, unquantized: teacher-forced agreement {forced_agreement(models(dtype='bfloat16'), reference):.3f}")
 
 
 @pytest.mark.parametrize(("quantization", "backend", "chosen"), [
     ("int8", "auto", "torchao"), ("int4", "auto", "bitsandbytes"), ("int8", "bitsandbytes", "bitsandbytes"),
 ])
-async def test_a_quantized_model_serves_and_stays_close(tiny_model_dir, runners, reference, quantization, backend,
+async def test_a_quantized_model_serves_and_stays_close(tiny_model_dir, models, reference, quantization, backend,
                                                         chosen):
-    runner = runners(quantization, backend)
-    assert runner.quantization_backend == chosen
-    assert runner.weights_bytes < runners().weights_bytes
-    async with sdk(tiny_model_dir, runner) as (client, http):
+    model = models(quantization, backend)
+    assert model.info.quantization_backend == chosen
+    assert model.info.weights_bytes < models().info.weights_bytes
+    async with sdk(tiny_model_dir, model) as (client, http):
         answers = await greedy_answers(client)
         chat = await client.chat.completions.create(
             model=MODEL, max_tokens=8, temperature=0,
@@ -117,11 +120,11 @@ async def test_a_quantized_model_serves_and_stays_close(tiny_model_dir, runners,
         weights_metric = await metric(http, "qwen2_audio_weights_bytes")
     assert all(len(a) == ANSWER_TOKENS for a in answers)
     assert chat.choices[0].finish_reason in ("stop", "length") and chat.usage.prompt_tokens_details.audio_tokens == 50
-    assert weights_metric == runner.weights_bytes
-    forced = forced_agreement(runner, reference)
+    assert weights_metric == model.info.weights_bytes
+    forced = forced_agreement(model, reference)
     print(f"\n{quantization} by {chosen}: teacher-forced agreement {forced:.3f}, free-running greedy "
-          f"{free_agreement(reference, answers):.3f}, weights {runner.weights_bytes} B "
-          f"(unquantized {runners().weights_bytes} B)")
+          f"{free_agreement(reference, answers):.3f}, weights {model.info.weights_bytes} B "
+          f"(unquantized {models().info.weights_bytes} B)")
     assert forced >= FLOORS[quantization]
 
 

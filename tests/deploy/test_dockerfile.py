@@ -151,7 +151,7 @@ def test_the_cpu_image_install_commands_work_in_a_clean_virtual_environment(tmp_
 
     cli = subprocess.run([str(venv / "bin" / "qwen2-audio-server"), "--help"], capture_output=True, text=True)
     assert cli.returncode == 0 and "pull" in cli.stdout and "serve" in cli.stdout, cli.stderr
-    imported = subprocess.run([str(venv / "bin" / "python"), "-c", "import server.app, server.engine.model_runner, "
+    imported = subprocess.run([str(venv / "bin" / "python"), "-c", "import server.app, server.runner.model_runner, "
                                "server.pull; import torch; print(torch.__version__)"], capture_output=True, text=True,
                               cwd=tmp_path)
     assert imported.returncode == 0 and imported.stdout.startswith("2.13.0"), imported.stderr

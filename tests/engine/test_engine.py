@@ -1,273 +1,302 @@
-"""The engine on the real (tiny) model runner: joining, cancelling, memory budget, seeds, failures."""
+"""The engine's scheduling on a plain-Python model (tests/engine/fake_model.py): every test runs in milliseconds.
+
+Joining a running batch, cancellation, the KV budget and the queue limit, out-of-memory preemption and resumption,
+failures that stay with their requests, the probe after repeated failures, finish reasons, and stopping.
+"""
 
 import asyncio
+import threading
 
-import numpy as np
 import pytest
 import pytest_asyncio
 
-from server.engine.engine import Engine, EngineConfig, RequestTooLargeError
-from server.engine.model_runner import ModelRunner, RunnerConfig
-from server.engine.request import EngineError, OutOfMemory, SamplingParams
+from server.engine import engine as engine_module
+from server.engine import scheduler
+from server.engine.engine import Engine, EngineConfig
+from server.engine.request import (
+    BatchLost,
+    EngineError,
+    OutOfMemory,
+    QueueFullError,
+    RequestTooLargeError,
+    SamplingParams,
+)
 from server.metrics import Metrics
-from tests.audio_samples import tone
+from tests.engine.fake_model import EOS, GREEDY, LONG, answer, fake_model, prompt
 from tests.faults import fails_once, replaced
 from tests.waiting import eventually
 
 
-@pytest.fixture(scope="module")
-def runner(tiny_model_dir) -> ModelRunner:
-    runner = ModelRunner(RunnerConfig(tiny_model_dir))
-    runner.load()
-    return runner
-
-
-async def make_engine(runner, **config) -> Engine:
-    engine = Engine(runner, EngineConfig(**{"max_batch_size": 8, "batch_wait_s": 0.0, **config}), Metrics())
+async def started(model, metrics: Metrics | None = None, **config) -> Engine:
+    engine = Engine(model, EngineConfig(**{"max_batch_size": 8, "batch_wait_s": 0.0, **config}), metrics or Metrics())
     await engine.start()
     return engine
 
 
+@pytest.fixture
+def model():
+    return fake_model()
+
+
+@pytest.fixture
+def runner(model):
+    return model.runner
+
+
+@pytest.fixture
+def metrics():
+    return Metrics()
+
+
 @pytest_asyncio.fixture
-async def engine(runner):
-    engine = await make_engine(runner)
+async def engine(model, metrics):
+    engine = await started(model, metrics)
     yield engine
     await engine.stop()
 
 
-async def prompt(engine: Engine, seconds: float | None, text: str = "What is it?"):
-    if seconds is None:
-        return await engine.prepare([{"role": "user", "content": text}], [])
-    content = [{"type": "audio"}, {"type": "text", "text": text}]
-    return await engine.prepare([{"role": "user", "content": content}], [tone(seconds, seed=int(seconds * 10))[0]])
-
-
-async def run_to_end(stream) -> tuple[list[int], str]:
-    tokens, text = [], ""
+async def run_to_end(stream) -> tuple[list[int], str, str]:
+    tokens, text, finish = [], "", None
     async for event in stream:
         tokens += event.token_ids
         text += event.text
-    return tokens, text
+        finish = event.finish_reason
+    return tokens, text, finish
 
 
-async def test_a_late_request_joins_the_running_batch(engine):
-    long = engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=200, temperature=0, ignore_eos=True))
-    first = await long.__anext__()
-    assert first.token_ids and engine.running == 1
-    late = engine.submit(
-        await prompt(engine, 1.0, "late"), SamplingParams(max_tokens=5, temperature=0, ignore_eos=True)
-    )
-    late_tokens, _ = await run_to_end(late)
-    long_tokens, _ = await run_to_end(long)
-    assert len(late_tokens) == 5 and len(long_tokens) == 199  # the late one finished while the long one ran
+async def test_a_late_request_joins_the_running_batch_at_the_next_step(engine, runner):
+    gate = threading.Event()
+
+    def paced(real):  # decode steps wait until the test lets them go: the long request is surely running
+        gate.wait(10)
+        return real()
+
+    with replaced(runner, "decode", paced):
+        long = engine.submit(prompt(5, 6, 7), SamplingParams(max_tokens=50, temperature=0))
+        first = await long.__anext__()
+        late = engine.submit(prompt(8, 9), SamplingParams(max_tokens=5, temperature=0))
+        gate.set()
+        late_tokens, _, _ = await run_to_end(late)
+        long_tokens, _, _ = await run_to_end(long)
+    assert late_tokens == answer(prompt(8, 9), 5)
+    assert first.token_ids + long_tokens == answer(prompt(5, 6, 7), 50)
+    [long_id], [late_id] = [rows for kind, rows in runner.steps if kind == "prefill"]
+    joined = runner.steps.index(("prefill", [late_id]))
+    assert ("decode", [long_id]) in runner.steps[:joined]  # it joined while the long one was decoding
+    assert ("decode", [long_id, late_id]) in runner.steps[joined:]  # and then decoded beside it
 
 
-async def test_greedy_output_does_not_depend_on_the_company(engine):
-    params = SamplingParams(max_tokens=30, temperature=0)
-    alone, _ = await run_to_end(engine.submit(await prompt(engine, 3.0), params))
-    crowd = [engine.submit(await prompt(engine, s, f"other {s}"), params) for s in (0.5, 7.0, 12.0)]
-    together = engine.submit(await prompt(engine, 3.0), params)
-    results = await asyncio.gather(run_to_end(together), *(run_to_end(s) for s in crowd))
-    assert results[0][0] == alone
-
-
-async def test_seeded_sampling_is_reproducible_in_any_batch(engine):
-    params = SamplingParams(max_tokens=25, temperature=1.0, top_p=0.9, seed=7)
-    alone, _ = await run_to_end(engine.submit(await prompt(engine, 2.0), params))
-    noise = [
-        engine.submit(await prompt(engine, 4.0, "x"), SamplingParams(max_tokens=40, temperature=1.0)) for _ in range(3)
-    ]
-    again, _ = await run_to_end(engine.submit(await prompt(engine, 2.0), params))
-    await asyncio.gather(*(run_to_end(s) for s in noise))
-    assert again == alone
-
-
-async def test_cancelling_frees_the_slot_at_once(engine):
-    streams = [
-        engine.submit(await prompt(engine, None, f"go {i}"), SamplingParams(max_tokens=2000, ignore_eos=True))
-        for i in range(3)
-    ]
+async def test_cancelling_frees_the_row_at_once_and_a_queued_request_its_place(engine, runner):
+    streams = [engine.submit(prompt(i + 1), LONG) for i in range(3)]
     for stream in streams:
         await stream.__anext__()
         stream.cancel()
     assert await eventually(lambda: engine.running == 0)
-    assert engine.queue_depth == 0
-    assert engine._state is None  # no cache left behind
+    assert runner.rows == {} and runner.kv_tokens == 0 and engine.queue_depth == 0
 
 
-async def test_the_kv_budget_queues_instead_of_failing(runner):
-    engine = await make_engine(runner, kv_budget_tokens=600)
-    seen: list[int] = []
-
-    def watched_decode(real, state):
-        seen.append(state.kv_tokens)
-        return real(state)
-
+async def test_the_kv_budget_queues_requests_instead_of_failing_them():
+    # each request may grow to 4 + 20 tokens: three rows fit 80 slots, four do not
+    model = fake_model(kv_budget_tokens=80)
+    engine, runner = await started(model), model.runner
     try:
-        with replaced(runner, "decode", watched_decode):
-            params = SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)
-            streams = [engine.submit(await prompt(engine, 4.0, f"q{i}"), params) for i in range(6)]  # ~190 tokens each
-            results = await asyncio.gather(*(run_to_end(s) for s in streams))
-            assert all(len(tokens) == 40 for tokens, _ in results)
-            assert seen and max(seen) <= 600
-            with pytest.raises(RequestTooLargeError):
-                engine.submit(await prompt(engine, 20.0), SamplingParams(max_tokens=100))
+        params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
+        prompts = [prompt(i + 1, 2, 3, 4) for i in range(7)]
+        results = await asyncio.gather(*(run_to_end(engine.submit(p, params)) for p in prompts))
+        assert [tokens for tokens, _, _ in results] == [answer(p, 20) for p in prompts]
+        assert max(len(rows) for _, rows in runner.steps) == 3 and max(runner.kv_seen) <= 80
+        with pytest.raises(RequestTooLargeError, match="budget is 80"):
+            engine.submit(prompt(*range(1, 70)), params)
     finally:
         await engine.stop()
 
 
-@pytest.mark.parametrize("step", ["decode", "prefill"])
-async def test_a_failing_step_fails_the_requests_it_carried_and_the_engine_goes_on(runner, step):
-    engine = await make_engine(runner)
+async def test_a_full_queue_is_refused_at_once(model, runner):
+    engine = await started(model, max_batch_size=1, max_queue=2)
+    gate = threading.Event()
     try:
-        with replaced(runner, step, fails_once(RuntimeError("simulated device fault"))):
-            doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
-            with pytest.raises(EngineError):
-                await asyncio.wait_for(run_to_end(doomed), 30)  # an error, not a hang
-            tokens, _ = await run_to_end(
-                engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=10, temperature=0))
-            )
-            assert len(tokens) >= 1 and engine.ready
+        with replaced(runner, "decode", lambda real: (gate.wait(10), real())[1]):
+            running = engine.submit(prompt(1), GREEDY)
+            await running.__anext__()
+            waiting = [engine.submit(prompt(2), GREEDY), engine.submit(prompt(3), GREEDY)]
+            with pytest.raises(QueueFullError):
+                engine.submit(prompt(4), GREEDY)
+            waiting[0].cancel()  # a client that gave up frees its place in the queue
+            engine.submit(prompt(5), GREEDY).cancel()
+            gate.set()
+            assert (await run_to_end(waiting[1]))[0] == answer(prompt(3), 10)
     finally:
         await engine.stop()
 
 
-POISON_SEED = 666  # a request the (patched) prefill cannot run: an input no validation foresaw
+async def test_out_of_memory_decoding_preempts_the_newest_half_which_resumes_where_it_was(model, runner, monkeypatch):
+    engine = await started(model, batch_wait_s=0.05)  # the four arrive together
+    sizes = []
 
-
-def poisoned(real, prompts, params):
-    if any(p.seed == POISON_SEED for p in params):
-        raise RuntimeError("simulated: this input breaks the model")
-    return real(prompts, params)
-
-
-async def test_a_request_that_breaks_its_prefill_fails_alone_and_its_batch_mates_are_served(runner):
-    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
-    engine = await make_engine(runner, batch_wait_s=0.05)  # so all five arrive in one prefill
-    try:
-        prompts = [await prompt(engine, s, f"mate {s}") for s in (1.0, 2.0, 3.0, 4.0)]
-        alone = [(await run_to_end(engine.submit(p, params)))[0] for p in prompts]
-        with replaced(runner, "prefill", poisoned):
-            streams = [engine.submit(p, params) for p in prompts[:2]]
-            doomed = engine.submit(await prompt(engine, 1.5), SamplingParams(max_tokens=12, seed=POISON_SEED))
-            streams += [engine.submit(p, params) for p in prompts[2:]]
-            results = await asyncio.gather(*(run_to_end(s) for s in [*streams, doomed]), return_exceptions=True)
-    finally:
-        await engine.stop()
-    assert isinstance(results[-1], EngineError)
-    assert [tokens for tokens, _ in results[:-1]] == alone  # the others, exactly as if it had never come
-
-
-async def test_requests_that_keep_breaking_the_model_cannot_stop_the_engine(runner):
-    engine = await make_engine(runner)
-    try:
-        with replaced(runner, "prefill", poisoned):
-            for _ in range(5):  # more than MAX_CONSECUTIVE_FAILURES in a row, nothing good in between
-                doomed = engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=4, seed=POISON_SEED))
-                with pytest.raises(EngineError):
-                    await asyncio.wait_for(run_to_end(doomed), 30)
-        assert engine.ready  # a probe request ran, so the failures were those requests' own
-        tokens, _ = await run_to_end(engine.submit(await prompt(engine, 1.0), SamplingParams(max_tokens=4)))
-        assert len(tokens) >= 1
-    finally:
-        await engine.stop()
-
-
-async def test_out_of_memory_while_decoding_preempts_and_resumes_without_changing_the_answer(runner):
-    params = SamplingParams(max_tokens=20, temperature=0)
-    reference_engine = await make_engine(runner)
-    prompts = [await prompt(reference_engine, s, f"p{s}") for s in (1.0, 2.0, 3.0, 4.0)]
-    alone = [(await run_to_end(reference_engine.submit(p, params)))[0] for p in prompts]
-    await reference_engine.stop()
-
-    engine = await make_engine(runner)
-    batch_sizes = []
-
-    def tight(real, state):
-        batch_sizes.append(len(state.positions))
-        if len(state.positions) > 2:
+    def tight(real):
+        sizes.append(runner.batch_size)
+        if runner.batch_size > 2:
             raise OutOfMemory("simulated: CUDA out of memory")
-        return real(state)
+        return real()
 
+    prompts = [prompt(i + 1, 9) for i in range(4)]
+    params = SamplingParams(max_tokens=30, temperature=0, logprobs=0)
     try:
         with replaced(runner, "decode", tight):
             results = await asyncio.gather(*(run_to_end(engine.submit(p, params)) for p in prompts))
+        assert [tokens for tokens, _, _ in results] == [answer(p, 30) for p in prompts]  # resumed exactly
+        assert sizes.count(4) == 1  # it ran out once, then kept the batch within what fitted
+        # the cap comes back a row per ROW_CAP_RECOVERY_STEPS good steps: later requests run together again
+        monkeypatch.setattr(scheduler, "ROW_CAP_RECOVERY_STEPS", 1)
+        later = [prompt(i + 1, 8) for i in range(4)]
+        await asyncio.gather(*(run_to_end(engine.submit(p, params)) for p in later))
+        assert max(len(rows) for kind, rows in runner.steps[-20:] if kind == "decode") >= 3
     finally:
         await engine.stop()
-    assert max(batch_sizes) > 2  # they did run together and hit the limit
-    assert batch_sizes.count(4) == 1  # then the batch stayed small enough instead of thrashing
-    assert [tokens for tokens, _ in results] == alone  # preempted rows resumed exactly where they were
 
 
-def test_features_and_encoder_match_the_processor_and_stock_encoder(runner):
-    """Short log-mels + valid-frame encoding give what the processor + the stock 30 s encoder give (float32)."""
-    import torch
-    from transformers.masking_utils import create_bidirectional_mask
+async def test_out_of_memory_on_a_request_alone_fails_only_that_request(engine, runner):
 
-    clips = [tone(s, seed=i)[0] for i, s in enumerate((0.7, 5.0, 13.3, 29.99, 30.0))]
-    conversation = [{"role": "user", "content": [{"type": "audio"}] * len(clips) + [{"type": "text", "text": "?"}]}]
-    prompt = runner.prepare(conversation, clips)
-    text = runner.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    reference = runner.processor(text=text, audio=clips, sampling_rate=16_000, return_tensors="pt")
-    assert prompt.token_ids == reference["input_ids"][0].tolist()
-    features, mask = reference["input_features"], reference["feature_attention_mask"]
-    for (mel, valid), full, clip_mask in zip(prompt.features, features, mask, strict=True):
-        assert valid == int(clip_mask.sum())
-        assert torch.allclose(mel, full[:, : mel.shape[-1]], atol=1e-5)
+    def too_big(real):
+        raise OutOfMemory("simulated")
 
-    ours, _ = runner._encode_audio([prompt])
-    model = runner.model.model
-    with torch.inference_mode():
-        lengths = mask.sum(-1)
-        _, out_lengths = model.audio_tower._get_feat_extract_output_lengths(lengths)
-        valid = (torch.arange(1500)[None] < ((lengths - 1) // 2 + 1)[:, None]).long()
-        attn = create_bidirectional_mask(
-            config=model.audio_tower.config, inputs_embeds=torch.zeros(len(clips), 1500, 1), attention_mask=valid
-        )
-        stock = model.multi_modal_projector(model.audio_tower(features, attention_mask=attn).last_hidden_state)
-        stock = stock[torch.arange(stock.shape[1])[None] < out_lengths[:, None]]
-    assert ours.shape == stock.shape == (prompt.audio_tokens, runner.model.config.text_config.hidden_size)
-    assert float((ours - stock).abs().max()) < 1e-4 * float(stock.abs().max())
-    assert np.isfinite(ours.numpy()).all()
+    with replaced(runner, "decode", too_big):
+        with pytest.raises(EngineError, match="out of memory"):
+            await run_to_end(engine.submit(prompt(1, 2), GREEDY))
+    assert engine.ready and await eventually(lambda: runner.rows == {})
+    assert (await run_to_end(engine.submit(prompt(3), GREEDY)))[0] == answer(prompt(3), 10)
 
 
-async def test_an_idle_engine_gives_freed_heap_memory_back(engine, runner):
-    trims = []
-    real = engine._heap.trim
-    engine._heap.trim = lambda: (real(), trims.append(1))
-    await run_to_end(engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=5, temperature=0)))
-    assert await eventually(lambda: trims, timeout=30)  # once idle for IDLE_TRIM_S after the work
-    assert not engine._heap.dirty
-    await asyncio.sleep(1.5)
-    assert len(trims) == 1  # and only once: nothing was freed since
+async def test_out_of_memory_prefilling_retries_smaller_groups(model, runner):
+    engine = await started(model, batch_wait_s=0.05)
+
+    def tight(real, requests):
+        if len(requests) > 1:
+            raise OutOfMemory("simulated")
+        return real(requests)
+
+    prompts = [prompt(i + 1) for i in range(4)]
+    try:
+        with replaced(runner, "prefill", tight):
+            results = await asyncio.gather(*(run_to_end(engine.submit(p, GREEDY)) for p in prompts))
+    finally:
+        await engine.stop()
+    assert [tokens for tokens, _, _ in results] == [answer(p, 10) for p in prompts]
+    assert all(len(rows) == 1 for kind, rows in runner.steps if kind == "prefill")
 
 
-async def test_the_shared_prompt_head_is_computed_once_and_changes_no_token(runner, monkeypatch):
-    from server.engine import kv_cache
+async def test_a_failing_decode_step_fails_the_requests_it_carried_and_no_other(model, runner):
+    engine = await started(model, max_batch_size=2, batch_wait_s=0.05)
+    try:
+        with replaced(runner, "decode", fails_once(RuntimeError("simulated device fault"))):
+            carried = [engine.submit(prompt(i + 1), GREEDY) for i in range(2)]
+            queued = engine.submit(prompt(7), GREEDY)  # no room in the batch yet
+            outcomes = await asyncio.gather(*(run_to_end(s) for s in [*carried, queued]), return_exceptions=True)
+    finally:
+        await engine.stop()
+    assert all(isinstance(o, EngineError) for o in outcomes[:2])
+    assert outcomes[2][0] == answer(prompt(7), 10)
 
-    params = SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
 
-    async def answers() -> list[list[int]]:
-        engine = await make_engine(runner, batch_wait_s=0.05)  # so the four prefill together
-        try:
-            prompts = [await prompt(engine, s, f"question {s}") for s in (0.5, 2.0, 3.5, 7.0)]
-            streams = [engine.submit(p, params) for p in prompts]
-            together = [tokens for tokens, _ in await asyncio.gather(*(run_to_end(s) for s in streams))]
-            own_system = await engine.prepare([{"role": "system", "content": "Answer briefly, in one word only."},
-                                               {"role": "user", "content": [{"type": "audio"},
-                                                                            {"type": "text", "text": "?"}]}],
-                                              [tone(1.0, seed=9)[0]])
-            alone, _ = await run_to_end(engine.submit(own_system, params))
-            return [*together, alone]
-        finally:
-            await engine.stop()
+POISON = 666  # a seed the patched prefill cannot run: an input no validation foresaw
 
-    runner._prefixes = kv_cache.PrefixCache()
-    monkeypatch.setattr(kv_cache.PrefixCache, "MIN_TOKENS", 10**9)  # never shared: every token computed
-    computed = await answers()
-    assert not runner._prefixes._entries
-    monkeypatch.undo()
-    shared = await answers()
-    assert shared == computed
-    # the template's head (cached by the warm-up, then used by the four) and the other system prompt's
-    assert len(runner._prefixes._entries) == 2 and runner._prefixes.hits >= 1
+
+def poisoned(real, requests):
+    if any(r.params.seed == POISON for r in requests):
+        raise RuntimeError("simulated: this input breaks the model")
+    return real(requests)
+
+
+async def test_a_request_that_breaks_its_prefill_fails_alone(model, runner):
+    engine = await started(model, batch_wait_s=0.05)  # all five arrive in one prefill
+    prompts = [prompt(i + 1, 4) for i in range(4)]
+    try:
+        with replaced(runner, "prefill", poisoned):
+            streams = [engine.submit(p, GREEDY) for p in prompts[:2]]
+            doomed = engine.submit(prompt(9), SamplingParams(max_tokens=10, seed=POISON))
+            streams += [engine.submit(p, GREEDY) for p in prompts[2:]]
+            outcomes = await asyncio.gather(*(run_to_end(s) for s in [*streams, doomed]), return_exceptions=True)
+    finally:
+        await engine.stop()
+    assert isinstance(outcomes[-1], EngineError)
+    assert [tokens for tokens, _, _ in outcomes[:-1]] == [answer(p, 10) for p in prompts]  # as if it never came
+
+
+async def test_after_repeated_failures_a_probe_decides_whether_the_engine_goes_on(engine, runner):
+    probes = runner.probes
+    with replaced(runner, "prefill", poisoned):
+        for _ in range(engine_module.MAX_CONSECUTIVE_FAILURES + 2):
+            with pytest.raises(EngineError):
+                await run_to_end(engine.submit(prompt(1), SamplingParams(max_tokens=4, seed=POISON)))
+    assert await eventually(lambda: runner.probes > probes) and engine.ready  # the failures were those requests'
+    assert (await run_to_end(engine.submit(prompt(2), GREEDY)))[0] == answer(prompt(2), 10)
+
+
+async def test_a_model_that_keeps_failing_stops_the_engine_and_fails_what_waits(model, runner):
+    engine = await started(model, max_batch_size=1)
+
+    def dead(real, *args):
+        raise RuntimeError("simulated: device lost")
+
+    try:
+        with replaced(runner, "decode", dead), replaced(runner, "run_probe", dead):
+            streams = [engine.submit(prompt(i + 1), GREEDY) for i in range(5)]
+            outcomes = await asyncio.gather(*(run_to_end(s) for s in streams), return_exceptions=True)
+            assert all(isinstance(o, EngineError) for o in outcomes)
+            assert await eventually(lambda: not engine.ready)
+            with pytest.raises(EngineError, match="not running"):
+                engine.submit(prompt(9), GREEDY)
+        assert "stopped after repeated model failures" in str(outcomes[-1])
+        assert await eventually(lambda: runner.rows == {})
+    finally:
+        await engine.stop()
+
+
+async def test_a_batch_lost_while_rows_join_fails_every_request_in_it(engine, runner):
+    running = engine.submit(prompt(1), LONG)
+    await running.__anext__()
+    with replaced(runner, "prefill", fails_once(BatchLost("simulated: out of memory stacking the caches"))):
+        joining = engine.submit(prompt(2), GREEDY)
+        outcomes = await asyncio.gather(run_to_end(running), run_to_end(joining), return_exceptions=True)
+    assert all(isinstance(o, EngineError) for o in outcomes)
+    assert await eventually(lambda: runner.rows == {})
+    assert (await run_to_end(engine.submit(prompt(3), GREEDY)))[0] == answer(prompt(3), 10)
+
+
+async def test_finish_reasons_eos_length_and_stop_strings(engine, runner):
+    runner.scripts[(4, 4)] = [1, 2, EOS, 3, 4]
+    assert await run_to_end(engine.submit(prompt(4, 4), GREEDY)) == ([1, 2, EOS], "bc", "stop")
+    ignoring = await run_to_end(engine.submit(prompt(4, 4), SamplingParams(max_tokens=5, ignore_eos=True)))
+    assert ignoring == ([1, 2, EOS, 3, 4], "bcde", "length")
+    stopped = await run_to_end(engine.submit(prompt(4, 4), SamplingParams(max_tokens=5, ignore_eos=True, stop=["cd"])))
+    assert stopped[1:] == ("b", "stop")  # the stop string and what follows never show
+
+
+async def test_logprobs_carry_each_tokens_own_text(engine, runner):
+    runner.scripts[(5,)] = [1, EOS]
+    events = [event async for event in engine.submit(prompt(5), SamplingParams(max_tokens=5, logprobs=2))]
+    assert [(lp.token, lp.logprob, lp.top) for e in events for lp in e.logprobs] == [
+        ("b", -0.5, [("b", -0.5), ("<eos>", -2.0)]), ("<eos>", -0.5, [("<eos>", -0.5), ("<eos>", -2.0)])]
+
+
+async def test_stopping_fails_what_runs_and_waits_and_leaves_the_model_no_rows(model, runner):
+    engine = await started(model, max_batch_size=1)
+    running = engine.submit(prompt(1), LONG)
+    waiting = engine.submit(prompt(2), GREEDY)
+    await running.__anext__()
+    await engine.stop()
+    for stream in (running, waiting):
+        with pytest.raises(EngineError, match="shutting down"):
+            await run_to_end(stream)
+    assert runner.rows == {}
+
+
+async def test_the_metrics_follow_the_engine(engine, metrics):
+    gauge = lambda name: metrics.registry.get_sample_value(name)  # noqa: E731
+    assert gauge("qwen2_audio_kv_cache_budget_tokens") == 100_000
+    stream = engine.submit(prompt(1, 2), LONG)
+    await stream.__anext__()
+    assert gauge("qwen2_audio_running_requests") == 1 and gauge("qwen2_audio_kv_cache_tokens") > 0
+    stream.cancel()
+    assert await eventually(lambda: gauge("qwen2_audio_running_requests") == 0)
+    assert gauge("qwen2_audio_kv_cache_tokens") == 0 and gauge("qwen2_audio_queue_depth") == 0

@@ -1,4 +1,4 @@
-"""The running batch's KV cache (part of the model runner): rows right-aligned, room to grow without copying.
+"""The running batch's KV cache: rows right-aligned (left-padded), room to grow without copying.
 
 transformers' DynamicCache appends with torch.cat, copying the whole cache at every decode step; that was half
 of a CPU decode step at batch 16. Here each layer keeps a buffer with spare columns, a step writes one column,
@@ -47,6 +47,11 @@ class GrowingLayer(DynamicLayer):
         self._values[..., :length, :] = values
         self._set_length(length)
 
+    def truncate(self, length: int) -> None:
+        """Back to `length` columns (undoing a step that failed part-way); the buffers keep their room."""
+        if self.is_initialized and self._keys is not None:
+            self._set_length(length)
+
     def _set_length(self, length: int) -> None:
         self.length = length
         self.keys = self._keys[..., :length, :]
@@ -57,6 +62,16 @@ def new_cache(text_config) -> DynamicCache:
     cache = DynamicCache(config=text_config)
     cache.layers = [GrowingLayer() for _ in cache.layers]
     return cache
+
+
+def lengths(cache: DynamicCache) -> list[int]:
+    """Every layer's length: what `truncate` rolls a failed step back to."""
+    return [layer.get_seq_length() for layer in cache.layers]
+
+
+def truncate(cache: DynamicCache, lengths: list[int]) -> None:
+    for layer, length in zip(cache.layers, lengths):
+        layer.truncate(length)
 
 
 def trim_left(cache: DynamicCache, columns: int) -> None:
@@ -75,50 +90,6 @@ def stack(running: DynamicCache, joining: DynamicCache, width: int) -> None:
 
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, 0, width - tensor.shape[2], 0))
-
-
-class PrefixCache:
-    """Keys and values of the prompt heads most requests share (the chat template's system turn and the start
-    of the user turn, up to the first audio token), computed once and copied into each prefill's cache.
-
-    Only the head before a row's first audio token is shared: past it, every position depends on that row's
-    audio. A few heads are kept (least recently used goes first), each [1, H, P, D] per layer.
-    """
-
-    MIN_TOKENS = 16  # shorter shared heads are not worth a lookup
-    ENTRIES = 4
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self.hits = 0  # prefills that found their head here
-
-    @classmethod
-    def shared_head(cls, rows: list[list[int]], audio_token_id: int) -> tuple[int, ...]:
-        """The tokens every row starts with, up to the first audio token of each; () when too short to share."""
-        heads = []
-        for row in rows:
-            if audio_token_id not in row:
-                return ()
-            heads.append(row[: row.index(audio_token_id)])
-        length = min(len(h) for h in heads)
-        for i in range(length):
-            if any(h[i] != heads[0][i] for h in heads):
-                length = i
-                break
-        return tuple(heads[0][:length]) if length >= cls.MIN_TOKENS else ()
-
-    def get(self, head: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        layers = self._entries.pop(head, None)
-        if layers is not None:
-            self._entries[head] = layers  # most recently used last
-            self.hits += 1
-        return layers
-
-    def put(self, head: tuple[int, ...], cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        layers = self._entries[head] = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
-        while len(self._entries) > self.ENTRIES:
-            self._entries.pop(next(iter(self._entries)))
-        return layers
 
 
 def with_prefix(text_config, prefix: list[tuple[torch.Tensor, torch.Tensor]], kept: list[int], width: int) -> DynamicCache:

@@ -1,4 +1,4 @@
-"""Per-row sampling over a batch whose requests each bring their own settings. Part of the model runner."""
+"""Per-row sampling over a batch whose requests each bring their own settings."""
 
 from dataclasses import dataclass
 
@@ -19,11 +19,18 @@ class BatchSampler:
     vocab_size: int
 
     @classmethod
-    def create(cls, params: list[SamplingParams], vocab_size: int, eos_ids: list[int], device: torch.device):
+    def create(cls, params: list[SamplingParams], outputs: list[tuple[int, ...]], vocab_size: int,
+               eos_ids: tuple[int, ...], device: torch.device) -> "BatchSampler":
+        """`outputs`: per row, the tokens it generated before (a preempted request resuming), counted as sampled."""
         generators = [_generator(p.seed, device) for p in params]
-        needs_counts = any(_has_penalty(p) for p in params)
-        counts = torch.zeros(len(params), vocab_size, device=device) if needs_counts else None
-        return cls(params, generators, [0] * len(params), counts, torch.tensor(eos_ids, device=device), vocab_size)
+        counts = None
+        if any(_has_penalty(p) for p in params):
+            counts = torch.zeros(len(params), vocab_size, device=device)
+            for row, output in enumerate(outputs):
+                if output:
+                    counts[row].index_add_(0, torch.tensor(output, device=device), counts.new_ones(len(output)))
+        generated = [len(output) for output in outputs]
+        return cls(params, generators, generated, counts, torch.tensor(eos_ids, device=device), vocab_size)
 
     def select(self, keep: list[int]) -> None:
         self.params = [self.params[i] for i in keep]
@@ -53,11 +60,11 @@ class BatchSampler:
         for i, (p, g) in enumerate(zip(self.params, self.generators)):
             if not p.greedy:
                 token_ids[i] = self._sample_row(logits[i], p, g)
-        tokens = token_ids.tolist()
-        if self.counts is not None:
-            self.counts[torch.arange(len(tokens)), token_ids] += 1
+        tokens, logprobs = token_ids.tolist(), self._logprobs(logits, token_ids)
+        if self.counts is not None:  # the state changes last: a step that fails before leaves it as it was
+            self.counts[torch.arange(len(tokens), device=token_ids.device), token_ids] += 1
         self.generated = [n + 1 for n in self.generated]
-        return tokens, self._logprobs(logits, token_ids)
+        return tokens, logprobs
 
     def _apply_penalties(self, logits: torch.Tensor) -> torch.Tensor:
         if self.counts is None:
@@ -74,7 +81,7 @@ class BatchSampler:
         rows = [i for i, (p, n) in enumerate(zip(self.params, self.generated)) if n < p.min_tokens]
         if rows:
             logits = logits.clone()
-            logits[torch.tensor(rows)[:, None], self.eos_ids[None, :]] = float("-inf")
+            logits[torch.tensor(rows, device=logits.device)[:, None], self.eos_ids[None, :]] = float("-inf")
         return logits
 
     @staticmethod

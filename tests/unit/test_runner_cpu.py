@@ -3,7 +3,7 @@
 import torch
 from transformers import Qwen2AudioForConditionalGeneration
 
-from server.engine.model_runner_cpu import OneDnnLinear, StepThreads, can_pack, pack_linears
+from server.runner.cpu import OneDnnLinear, StepThreads, can_pack, pack_linears
 from server.tiny_model import preset_config, train_tokenizer
 
 

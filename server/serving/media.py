@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 
 from server.api.errors import APIError, bad_request
-from server.api.protocol import AudioURLPart, InputAudioPart
-from server.audio.chunking import AudioPiece, SpeechPieces, VadOptions
+from server.api.protocol.chat import AudioURLPart, InputAudioPart
+from server.audio.chunking import Clip, SpeechClips, VadOptions
+from server.audio.clip import SAMPLE_RATE
 from server.audio.decode import (
-    SAMPLE_RATE,
     AudioTooLongError,
     EmptyAudioError,
     InvalidAudioURLError,
@@ -47,28 +47,28 @@ class MediaPolicy:
                    int(settings.remote_audio_max_mb * 2**20), settings.remote_audio_timeout_s)
 
 
-class UploadPieces:
-    """An uploaded file's speech, in pieces of at most 30 s, in order, decoded and cut as they are asked for.
+class UploadClips:
+    """An uploaded file's speech, in clips of at most 30 s, in order, decoded and cut as they are asked for.
 
-    Decoding and voice-activity detection run a piece at a time in a worker thread, so an hour-long upload (spooled
-    to disk by the form parser) is never held whole and the first piece is ready after its first 30 s. Bad audio
-    fails on the first piece, before any answer is sent. `seconds` is how much audio was decoded.
+    Decoding and voice-activity detection run a clip at a time in a worker thread, so an hour-long upload (spooled
+    to disk by the form parser) is never held whole and the first clip is ready after its first 30 s. Bad audio
+    fails on the first clip, before any answer is sent. `seconds` is how much audio was decoded.
     """
 
     def __init__(self, upload: BinaryIO, policy: MediaPolicy, detector: SpeechDetector, options: VadOptions | None,
                  param: str = "file") -> None:
-        self._pieces = SpeechPieces(audio_blocks(upload, policy.max_seconds), detector, options)
+        self._clips = SpeechClips(audio_blocks(upload, policy.max_seconds), detector, options)
         self._param = param
 
     @property
     def seconds(self) -> float:
-        return self._pieces.samples / SAMPLE_RATE
+        return self._clips.samples / SAMPLE_RATE
 
-    async def __aiter__(self) -> AsyncIterator[AudioPiece]:
-        iterator: Iterator[AudioPiece] = iter(self._pieces)
+    async def __aiter__(self) -> AsyncIterator[Clip]:
+        iterator: Iterator[Clip] = iter(self._clips)
         lock = threading.Lock()  # a cancelled await leaves its thread running: closing waits for it
 
-        def step() -> AudioPiece | None:
+        def step() -> Clip | None:
             with lock:
                 return _mapped(lambda: next(iterator, None), self._param)
 
@@ -77,8 +77,8 @@ class UploadPieces:
                 iterator.close()  # closes the decoder, also when the caller stopped early
 
         try:
-            while (piece := await asyncio.to_thread(step)) is not None:
-                yield piece
+            while (clip := await asyncio.to_thread(step)) is not None:
+                yield clip
         finally:
             await asyncio.to_thread(close)
 

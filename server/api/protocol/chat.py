@@ -1,19 +1,15 @@
-"""The OpenAI schema, in one place, in OpenAI's field names and order (plus vLLM's de-facto extras)."""
+"""POST /v1/chat/completions: the request, the completion, and the streamed chunks."""
 
 import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
+from server.api.protocol import OpenAIRequest
 from server.engine.request import SamplingParams
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send fields newer than this server; ignore, like OpenAI does
-
-
-# ---- chat completions ----------------------------------------------------------------------------------
 class InputAudio(BaseModel):
     data: str
     format: str | None = None
@@ -51,7 +47,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Request):
+class ChatCompletionRequest(OpenAIRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str
     audio: dict | None = None
@@ -198,117 +194,3 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-
-
-# ---- transcriptions and translations ---------------------------------------------------------------------
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
-
-
-class ServerVad(_Request):
-    """`chunking_strategy` with explicit voice-activity settings: one piece (and segment) per utterance."""
-
-    type: Literal["server_vad"]
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=10_000)
-    silence_duration_ms: int = Field(200, ge=0, le=10_000)
-
-
-class TranscriptionRequest(_Request):
-    """Fields of the multipart form (the `file` part travels beside it)."""
-
-    model: str
-    language: str | None = None
-    prompt: str | None = None
-    response_format: ResponseFormat = "json"
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
-    stream: bool = False
-    include: list[Literal["logprobs"]] = Field(default_factory=list)
-    chunking_strategy: Literal["auto"] | ServerVad | None = None
-    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
-    # extensions: translate into this language instead of English (translations only); vLLM-style length control
-    target_language: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    min_tokens: int = Field(0, ge=0)
-    ignore_eos: bool = False
-
-    @model_validator(mode="after")
-    def _supported(self) -> "TranscriptionRequest":
-        if "word" in self.timestamp_granularities:
-            raise ValueError("timestamp_granularities: word timestamps are not available for this model; use segment")
-        if self.timestamp_granularities and self.response_format != "verbose_json":
-            raise ValueError("timestamp_granularities: requires response_format=verbose_json")
-        if self.include and self.response_format != "json":
-            raise ValueError("include: logprobs requires response_format=json")
-        if self.stream and self.response_format not in ("json", "text"):
-            raise ValueError("stream: streaming returns text events; use response_format json or text")
-        return self
-
-
-class InputTokenDetails(BaseModel):
-    audio_tokens: int
-    text_tokens: int
-
-
-class TranscriptionUsage(BaseModel):
-    type: Literal["tokens"] = "tokens"
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    input_token_details: InputTokenDetails
-
-
-class DurationUsage(BaseModel):
-    """verbose_json reports usage in seconds of audio, as the OpenAI SDK's TranscriptionVerbose types it."""
-
-    type: Literal["duration"] = "duration"
-    seconds: float
-
-
-class TranscriptionLogprob(BaseModel):
-    token: str
-    bytes: list[int]
-    logprob: float
-
-
-class Transcription(BaseModel):
-    text: str
-    usage: TranscriptionUsage
-    logprobs: list[TranscriptionLogprob] | None = None
-
-
-class Segment(BaseModel):
-    id: int
-    seek: int
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    temperature: float
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-
-
-class VerboseTranscription(BaseModel):
-    task: Literal["transcribe", "translate"]
-    language: str
-    duration: float
-    text: str
-    segments: list[Segment]
-    usage: DurationUsage
-
-
-# ---- models ---------------------------------------------------------------------------------------------
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    root: str
-    random_weights: bool = False
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

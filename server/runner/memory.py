@@ -1,17 +1,30 @@
-"""How many KV-cache tokens the memory left after the weights holds: plain arithmetic, no torch."""
+"""How much memory the device has left after loading, and how many KV-cache tokens it holds."""
 
 from dataclasses import dataclass
+
+import psutil
+import torch
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryReading:
-    """One device's memory as the model runner reads it after loading, in bytes."""
+    """One device's memory after loading, in bytes."""
 
     total: int  # the GPU's memory, or the machine's RAM
     free: int  # free now (all processes)
     held: int  # held by this server already: GPU memory torch reserved, or this process's RSS on CPU
     weights: int  # of `held`, what the weights take
     activations: int  # to keep free for a prefill's activations (measured on a GPU, 0 on CPU)
+
+
+def read_memory(device: torch.device, weights: int, activations: int) -> MemoryReading:
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return MemoryReading(total, free, torch.cuda.memory_reserved(device), weights, activations)
+    ram = psutil.virtual_memory()
+    # unquantized weights stay mmapped and are paged in as first used: the RSS at load does not show them yet
+    held = max(psutil.Process().memory_info().rss, weights)
+    return MemoryReading(ram.total, ram.available, held, weights, 0)
 
 
 def kv_budget_bytes(reading: MemoryReading, utilization: float) -> int:

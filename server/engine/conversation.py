@@ -1,0 +1,22 @@
+"""The one builder of the conversations the engine's `prepare` takes.
+
+Messages are in the form chat templates render (`{"role": ..., "content": str | [parts]}`); each audio part stands
+for the next of the clips passed beside the conversation, in order.
+"""
+
+
+def audio_part() -> dict:
+    return {"type": "audio"}
+
+
+def text_part(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def message(role: str, content: str | list[dict]) -> dict:
+    return {"role": role, "content": content}
+
+
+def audio_question(text: str, clips: int = 1) -> list[dict]:
+    """One user turn: `clips` audio parts, then the text (transcriptions, the probe, the memory reading, the bench)."""
+    return [message("user", [audio_part() for _ in range(clips)] + [text_part(text)])]

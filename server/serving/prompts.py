@@ -1,0 +1,70 @@
+"""What the model is asked: the instructions for transcriptions and translations, and chat messages as the chat
+template takes them (built with server.engine.conversation)."""
+
+import asyncio
+from typing import Literal
+
+import numpy as np
+
+from server.api.errors import bad_request
+from server.api.protocol.audio import TranscriptionRequest
+from server.api.protocol.chat import ChatMessage
+from server.audio.chunking import contiguous_spans
+from server.audio.vad import SpeechDetector
+from server.engine.conversation import audio_part, message, text_part
+from server.serving.languages import language_name
+from server.serving.media import MediaPolicy, part_audio
+
+Task = Literal["transcribe", "translate"]
+
+TRANSCRIBE_INSTRUCTION = "Transcribe the speech in this audio word for word. Reply with the transcript only."
+
+
+def instruction(request: TranscriptionRequest, task: Task) -> str:
+    """The natural-language instruction the instruct model gets after the audio."""
+    if task == "transcribe":
+        text = TRANSCRIBE_INSTRUCTION
+        if request.language:
+            text += f" The speech is in {_language(request.language, 'language')}."
+    else:
+        target = _language(request.target_language, "target_language") if request.target_language else "English"
+        text = f"Translate the speech in this audio into {target}. Reply with the translation only."
+    if request.prompt:
+        text += f" Context and spellings to follow: {request.prompt}"
+    return text
+
+
+async def to_conversation(messages: list[ChatMessage], media: MediaPolicy,
+                          detector: SpeechDetector) -> tuple[list[dict], list[np.ndarray]]:
+    """OpenAI messages -> the chat template's conversation and its clips, in order.
+
+    Audio longer than the encoder's 30 s window becomes consecutive clips, cut at pauses, so nothing is lost.
+    """
+    conversation, clips = [], []
+    for index, chat_message in enumerate(messages):
+        role = "system" if chat_message.role == "developer" else chat_message.role
+        if chat_message.content is None or isinstance(chat_message.content, str):
+            conversation.append(message(role, chat_message.content or ""))
+            continue
+        parts = []
+        for part_index, part in enumerate(chat_message.content):
+            if part.type == "text":
+                parts.append(text_part(part.text))
+                continue
+            if role != "user":
+                raise bad_request("audio is accepted in user messages only", param=f"messages.{index}.content")
+            samples = await part_audio(part, media, f"messages.{index}.content.{part_index}")
+            for span in await asyncio.to_thread(contiguous_spans, samples, detector):
+                parts.append(audio_part())
+                clips.append(samples[span.start : span.end])
+        conversation.append(message(role, parts))
+    if not any(m["role"] == "user" for m in conversation):
+        raise bad_request("messages must contain at least one user message", param="messages")
+    return conversation, clips
+
+
+def _language(code: str, param: str) -> str:
+    name = language_name(code)
+    if name is None:
+        raise bad_request(f"{param}: unknown language {code!r}; use an ISO-639-1 code such as 'en' or 'zh'", param=param)
+    return name

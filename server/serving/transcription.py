@@ -1,0 +1,190 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations: audio -> clips -> the engine -> text, subtitles or events.
+
+Audio of any length: the upload is decoded and cut at pauses as it goes (server.audio.chunking), each clip of at
+most 30 s becomes its own request to the engine, a window of them in flight at once so they batch, and their texts
+are joined in order. One async stream (`_transcribed`) carries each clip's text as it comes and then the finished
+clip; the whole answer and the event stream both read it. Each clip is one segment, timed where its speech is.
+"""
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from server.api.protocol.audio import ServerVad, TranscriptionRequest
+from server.audio.chunking import Clip, Span, VadOptions
+from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
+from server.audio.vad import SpeechDetector
+from server.config import Settings
+from server.engine.conversation import audio_question
+from server.engine.engine import Engine
+from server.engine.interface import ModelInfo
+from server.engine.request import EngineError, SamplingParams
+from server.engine.sequence import RequestStream
+from server.metrics import Metrics
+from server.serving import formats
+from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
+from server.serving.generation import Completion, Endpoint, engine_failed, output_budget, prepare, submit, timed_out
+from server.serving.media import UploadClips
+from server.serving.prompts import TRANSCRIBE_INSTRUCTION, Task, instruction
+
+# A transcript holds a few tokens per second of speech; a cap well above that stops runaway repetition loops.
+TOKENS_PER_SECOND_CAP = 16
+TOKENS_CAP_FLOOR = 32
+
+
+@dataclass
+class ClipRequest:
+    """A clip of the upload, in the engine."""
+
+    span: Span  # where it is in the original audio, in samples
+    input_tokens: int
+    audio_tokens: int
+    stream: RequestStream
+
+    def transcribed(self, completion: Completion) -> TranscribedClip:
+        """What is kept once it is done: not its stream, whose prompt holds the audio features (~1.5 MB)."""
+        return TranscribedClip(self.span.start / SAMPLE_RATE, self.span.end / SAMPLE_RATE, self.span.speech,
+                               self.input_tokens, self.audio_tokens, completion)
+
+
+class TranscriptionServing(Endpoint):
+    def __init__(self, engine: Engine, info: ModelInfo, metrics: Metrics, settings: Settings,
+                 detector: SpeechDetector) -> None:
+        super().__init__(engine, info, metrics, settings, detector)
+        # Clips of one upload in flight at once: enough to fill a batch, few enough to leave room for others
+        # and to keep an hour of audio from sitting in the queue as features.
+        self.window = settings.max_batch_size
+
+    async def tokens_per_clip(self) -> int:
+        """KV-cache tokens one 30 s transcription takes at most: its real prompt (audio, chat template and
+        instruction) plus --default-max-tokens."""
+        silence = np.zeros(MAX_CLIP_SAMPLES, np.float32)
+        prompt = await prepare(self.engine, audio_question(TRANSCRIBE_INSTRUCTION), [silence])
+        return prompt.num_tokens + self.default_max_tokens
+
+    async def create(self, request: TranscriptionRequest, audio: BinaryIO, task: Task) -> Answer | EventStream:
+        upload = UploadClips(audio, self.media, self.detector, vad_options(request.chunking_strategy))
+        submitted = self._submitted(request, task, upload)
+        try:
+            first = await anext(submitted, None)  # bad audio fails here, while a status code can still say so
+        except BaseException:
+            await submitted.aclose()
+            raise
+        transcribed = self._transcribed(first, submitted)
+        if request.stream:
+            return EventStream(self._events(transcribed, upload, task))
+        clips: list[TranscribedClip] = []
+        try:
+            async with asyncio.timeout(self.timeout_s or None), aclosing(transcribed):
+                clips = [item async for item in transcribed if isinstance(item, TranscribedClip)]
+        except TimeoutError as exc:
+            raise timed_out(self.timeout_s) from exc
+        self.metrics.audio_seconds.labels(task).inc(upload.seconds)
+        return formats.transcription(request, task, upload.seconds, clips)
+
+    async def _transcribed(self, first: ClipRequest | None,
+                           submitted: AsyncIterator[ClipRequest]) -> AsyncIterator[str | TranscribedClip]:
+        """Clip after clip, in order: its text as the engine produces it (joined to what came before as
+        formats.join_texts joins), then the finished clip."""
+        said = False  # some text has been given already
+        try:
+            clip = first
+            while clip is not None:
+                completion = Completion()
+                try:
+                    async for event in clip.stream:
+                        starts_clip = not completion.text
+                        completion.add(event)
+                        if event.text:
+                            yield (" " if starts_clip and said else "") + event.text
+                            said = True
+                except EngineError as exc:
+                    raise engine_failed(exc, clip.stream) from exc
+                finally:
+                    clip.stream.cancel()
+                yield clip.transcribed(completion)
+                clip = await anext(submitted, None)
+        finally:
+            await submitted.aclose()
+
+    async def _events(self, transcribed: AsyncIterator[str | TranscribedClip], upload: UploadClips,
+                      task: Task) -> AsyncIterator[str]:
+        """transcript.text.delta events as the text comes, then transcript.text.done with usage, then [DONE]."""
+        clips: list[TranscribedClip] = []
+        text = ""
+        try:
+            async with asyncio.timeout(self.timeout_s or None), aclosing(transcribed):
+                async for item in transcribed:
+                    if isinstance(item, TranscribedClip):
+                        clips.append(item)
+                    else:
+                        text += item
+                        yield sse({"type": "transcript.text.delta", "delta": item})
+        except TimeoutError:
+            yield sse_error(timed_out(self.timeout_s))
+            return
+        except Exception as exc:  # headers are sent: the error travels as an event the SDK raises
+            yield sse_error(exc)
+            return
+        self.metrics.audio_seconds.labels(task).inc(upload.seconds)
+        usage = formats.transcription_usage(clips)
+        yield sse({"type": "transcript.text.done", "text": text, "usage": usage.model_dump()})
+        yield sse("[DONE]")
+
+    async def _submitted(self, request: TranscriptionRequest, task: Task,
+                         upload: UploadClips) -> AsyncIterator[ClipRequest]:
+        """Submitted clips in order, each as soon as it is submitted, while a task keeps cutting and submitting the
+        next ones: at most `window` clips of this upload are in the engine (a slot frees when the caller moves on)."""
+        conversation = audio_question(instruction(request, task))
+        slots = asyncio.Semaphore(self.window)
+        queue: asyncio.Queue[ClipRequest | Exception | None] = asyncio.Queue()
+
+        async def submit_all() -> None:
+            try:
+                async with aclosing(aiter(upload)) as clips:
+                    async for clip in clips:
+                        await slots.acquire()
+                        queue.put_nowait(await self._submit(request, conversation, clip))
+                queue.put_nowait(None)
+            except Exception as exc:  # bad audio, a full queue, ...: the caller raises it in order
+                queue.put_nowait(exc)
+
+        producer = asyncio.create_task(submit_all())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                try:
+                    yield item
+                finally:
+                    slots.release()
+        finally:
+            producer.cancel()  # the caller gave up (error, disconnect, deadline) or all is done
+            await asyncio.gather(producer, return_exceptions=True)
+            while not queue.empty():  # submitted but never read: free their slots in the engine now
+                if isinstance(item := queue.get_nowait(), ClipRequest):
+                    item.stream.cancel()
+
+    async def _submit(self, request: TranscriptionRequest, conversation: list[dict], clip: Clip) -> ClipRequest:
+        prompt = await prepare(self.engine, conversation, [clip.samples])
+        cap = math.ceil(clip.samples.shape[0] / SAMPLE_RATE * TOKENS_PER_SECOND_CAP) + TOKENS_CAP_FLOOR
+        max_tokens = output_budget(self.info, prompt, request.max_tokens, min(self.default_max_tokens, cap))
+        params = SamplingParams(
+            max_tokens, temperature=request.temperature, seed=request.seed, logprobs=0,
+            min_tokens=min(request.min_tokens, max_tokens), ignore_eos=request.ignore_eos,
+        )
+        stream = submit(self.engine, self.metrics, prompt, params)
+        return ClipRequest(clip.span, prompt.num_tokens, prompt.audio_tokens, stream)
+
+
+def vad_options(strategy: str | ServerVad | None) -> VadOptions | None:
+    """OpenAI's `chunking_strategy` -> how the audio is cut (None: whole if it fits one clip)."""
+    if isinstance(strategy, ServerVad):
+        return VadOptions(threshold=strategy.threshold, silence_ms=strategy.silence_duration_ms,
+                          padding_ms=strategy.prefix_padding_ms, merge=False)
+    return VadOptions() if strategy == "auto" else None
