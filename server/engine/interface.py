@@ -21,7 +21,6 @@ from server.engine.request import Prompt, SamplingParams, TokenLogprob
 class ModelInfo:
     """What the serving layer needs to know about the loaded model, read-only, published by the engine at start."""
 
-    name: str  # the checkpoint's hub id or folder
     max_model_len: int  # context length, prompt and answer together
     audio_tokens_per_second: float  # tokens one second of audio takes in a prompt
     sampling_defaults: Mapping[str, float]  # what the checkpoint's generation_config.json sets
@@ -30,7 +29,7 @@ class ModelInfo:
     weights_bytes: int
     kv_bytes_per_token: int
     kv_budget_tokens: int  # KV-cache slots the scheduler may fill (padding included)
-    device: str  # the device's name, for logs
+    device: str  # where the model runs, by name: "NVIDIA H200", "CPU, 2 threads"
     dtype: str  # of the weights and activations
     quantization_backend: str | None  # who quantized the weights, if anyone
 

@@ -73,7 +73,7 @@ def load_model(config: LoadConfig) -> LoadedModel:
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     kv_bytes = memory.kv_bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim, dtype.itemsize)
     info = ModelInfo(
-        name=config.model_path, max_model_len=text.max_position_embeddings,
+        max_model_len=text.max_position_embeddings,
         audio_tokens_per_second=audio_tokens_per_second(extractor),
         sampling_defaults=MappingProxyType(_sampling_defaults(model.generation_config)),
         eos_token_ids=eos_token_ids, random_weights=random_weights, weights_bytes=weights, kv_bytes_per_token=kv_bytes,

@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+from transformers import DynamicCache
 
 from server.engine.interface import PrefillInput, StepOutput
 from server.engine.request import BatchLost, OutOfMemory, Prompt, SamplingParams
@@ -130,7 +131,7 @@ class Qwen2AudioRunner:
         step.seconds, step.encoder_seconds = time.perf_counter() - started, encoder_seconds
         return batch, step
 
-    def _cache_from_shared_head(self, rows: list[list[int]], width: int) -> tuple[kv_cache.DynamicCache, int]:
+    def _cache_from_shared_head(self, rows: list[list[int]], width: int) -> tuple[DynamicCache, int]:
         """The prefill's cache, holding the keys and values of the head all rows share when it is cached (else
         computed now and cached for the next prefills), and the first column left to compute.
 

@@ -94,3 +94,14 @@ def test_rows_that_cannot_join_lose_the_batch_and_say_so(model, runner, monkeypa
     assert runner.batch_size == 0 and runner.kv_tokens == 0
     monkeypatch.undo()
     assert len(runner.prefill(requests(model, 1.0)).tokens) == 1  # and the runner serves on
+
+
+def test_a_resumed_request_samples_as_if_it_had_never_stopped(model, runner):
+    """Preemption prefills the prompt and the tokens generated so far again: the repetition penalty still counts
+    those tokens, and min_tokens what is left of it."""
+    params = SamplingParams(max_tokens=64, temperature=0.0, repetition_penalty=1.5, min_tokens=8)
+    request = PrefillInput(0, requests(model, 2.0)[0].prompt, params)
+    uninterrupted = [runner.prefill([request]).tokens[0], *(step[0] for step in tokens_of(runner, 7))]
+    runner.release([0])
+    resumed = runner.prefill([PrefillInput(0, request.prompt, params, tuple(uninterrupted[:4]))])
+    assert [resumed.tokens[0], *(step[0] for step in tokens_of(runner, 3))] == uninterrupted[4:]
