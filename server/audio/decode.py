@@ -4,13 +4,14 @@ import base64
 import binascii
 import io
 import re
+import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
 import av
 import numpy as np
 
-from server.audio.clip import SAMPLE_RATE
+from server.audio.clip import MIN_CLIP_SAMPLES, SAMPLE_RATE
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
@@ -25,6 +26,19 @@ class UndecodableAudioError(ValueError):
 
 class AudioTooLongError(ValueError):
     """The audio is longer than the server accepts (400)."""
+
+
+class AudioTooShortError(ValueError):
+    """Less than 0.1 s of audio, which OpenAI refuses too (400 audio_too_short)."""
+
+
+class InvalidAudioError(ValueError):
+    """The file says something about its audio that cannot be true (400)."""
+
+
+MIN_SAMPLE_RATE = 1_000  # no recording of speech has fewer samples a second: such a header is wrong or hostile
+_PCM_BITS = (8, 16, 24, 32)  # what WAV's integer PCM holds; FFmpeg would read 7 bits as 8, 12 as 16
+_UNKNOWN_SIZES = (0, 0xFFFF_FFFF)  # what streaming WAV writers leave in the data size they could not know
 
 
 def decode_audio(data: bytes | BinaryIO, max_seconds: float = float("inf")) -> np.ndarray:
@@ -45,27 +59,58 @@ def audio_blocks(data: bytes | BinaryIO, max_seconds: float = float("inf")) -> I
     audio longer than `max_seconds` fails as soon as its container says so, or else when decoding passes it.
     """
     source = io.BytesIO(data) if isinstance(data, bytes) else data
-    source.seek(0, io.SEEK_END)
-    if source.tell() == 0:
+    size = source.seek(0, io.SEEK_END)
+    if size == 0:
         raise EmptyAudioError("the audio file is empty")
     source.seek(0)
+    _check_wav_header(source, size)
     limit = f"this server's limit of {max_seconds:g} s"
     blocks = _decode_with_pyav(source, max_samples=max_seconds * SAMPLE_RATE, limit=limit)
     try:
         first = next(blocks, None)
-    except AudioTooLongError:
+    except (AudioTooLongError, InvalidAudioError):
         raise
     except Exception as exc:  # whatever FFmpeg makes of hostile bytes, it is not audio we can use
         raise UndecodableAudioError(f"could not decode the audio ({_reason(exc)})") from exc
     if first is None:
         raise EmptyAudioError("the audio file contains no samples")
     yield first
+    total = first.shape[0]
     try:
-        yield from blocks
-    except AudioTooLongError:
+        for block in blocks:
+            total += block.shape[0]
+            yield block
+    except (AudioTooLongError, InvalidAudioError):
         raise
     except Exception as exc:
         raise UndecodableAudioError(f"could not decode the audio ({_reason(exc)})") from exc
+    if total < MIN_CLIP_SAMPLES:
+        raise AudioTooShortError(f"the audio is {total / SAMPLE_RATE:.3f} s long; the minimum is "
+                                 f"{MIN_CLIP_SAMPLES / SAMPLE_RATE:g} s")
+
+
+def _check_wav_header(source: BinaryIO, size: int) -> None:
+    """Refuse what a WAV header claims and cannot hold: integer samples of a width PCM does not have, and more
+    samples than the file carries (a forged or cut-off file)."""
+    head = source.read(4096)
+    source.seek(0)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    position = 12
+    while position + 8 <= len(head):
+        chunk, length = head[position : position + 4], struct.unpack_from("<I", head, position + 4)[0]
+        if chunk == b"fmt " and position + 24 <= len(head):
+            tag, bits = struct.unpack_from("<H", head, position + 8)[0], struct.unpack_from("<H", head, position + 22)[0]
+            if tag == 1 and bits not in _PCM_BITS:
+                raise UndecodableAudioError(f"the WAV file says its samples are {bits}-bit integers; PCM has 8, 16, "
+                                            "24 or 32 bits")
+        elif chunk == b"data":
+            present = size - position - 8
+            if length not in _UNKNOWN_SIZES and length > present:
+                raise InvalidAudioError(f"the WAV header claims {length} bytes of samples but the file holds "
+                                        f"{present}: it is cut off or its header is wrong")
+            return
+        position += 8 + length + (length & 1)
 
 
 def _decode_with_pyav(source: BinaryIO, max_samples: float, limit: str) -> Iterator[np.ndarray]:
@@ -75,6 +120,9 @@ def _decode_with_pyav(source: BinaryIO, max_samples: float, limit: str) -> Itera
         if not container.streams.audio:
             raise ValueError("no audio stream")
         stream = container.streams.audio[0]
+        if stream.sample_rate and stream.sample_rate < MIN_SAMPLE_RATE:
+            raise InvalidAudioError(f"the file claims a sample rate of {stream.sample_rate} Hz; below "
+                                    f"{MIN_SAMPLE_RATE} Hz it cannot hold speech (is its header wrong?)")
         declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
         if declared * SAMPLE_RATE > max_samples:  # refuse at once what the container itself says is too long
             raise AudioTooLongError(f"the audio lasts {declared:.0f} s, longer than {limit}")

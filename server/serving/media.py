@@ -18,7 +18,9 @@ from server.audio.chunking import Clip, SpeechClips, VadOptions
 from server.audio.clip import SAMPLE_RATE
 from server.audio.decode import (
     AudioTooLongError,
+    AudioTooShortError,
     EmptyAudioError,
+    InvalidAudioError,
     InvalidAudioURLError,
     UndecodableAudioError,
     audio_blocks,
@@ -156,5 +158,7 @@ def _mapped(decode, param: str):
         return decode()
     except UndecodableAudioError as exc:
         raise APIError(415, f"{exc}; send wav, mp3, flac, ogg/opus, m4a/aac, webm or mp4", param, "invalid_audio") from exc
-    except (EmptyAudioError, InvalidAudioURLError, AudioTooLongError) as exc:
+    except AudioTooShortError as exc:
+        raise bad_request(str(exc), param=param, code="audio_too_short") from exc
+    except (EmptyAudioError, InvalidAudioURLError, AudioTooLongError, InvalidAudioError) as exc:
         raise bad_request(str(exc), param=param, code="invalid_audio") from exc

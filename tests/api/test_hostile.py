@@ -4,6 +4,7 @@ audio after all), none gets a 5xx, and the server serves a normal request right 
 import base64
 import io
 import json
+import struct
 import wave
 
 import av
@@ -30,6 +31,14 @@ def _wav_int(samples: np.ndarray, width: int, rate: int = 16_000) -> bytes:
         w.setnchannels(channels), w.setsampwidth(width), w.setframerate(rate)
         w.writeframes(raw)
     return out.getvalue()
+
+
+def _wav_header(rate: int = 16_000, bits: int = 16, data: bytes = b"\0" * 3200, claimed: int | None = None) -> bytes:
+    """A PCM WAV written byte by byte, so its header can say what the samples are not."""
+    block = (bits + 7) // 8
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * block, block, bits)
+    body = b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", claimed or len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def _wav_float(samples: np.ndarray, rate: int = 16_000) -> bytes:
@@ -63,7 +72,7 @@ def upload_cases() -> list[tuple[str, bytes, str, set[int]]]:
         ]
     cases += [
         ("zero-length", b"", "wav", BAD),
-        ("one-sample", _wav_int(np.zeros((1, 1)), 2), "wav", OK),
+        ("one-sample", _wav_int(np.zeros((1, 1)), 2), "wav", BAD),
         ("header-only-wav", _wav_int(np.zeros((1, 0)), 2), "wav", BAD),
         ("nan-and-inf-samples", _wav_float(np.array([np.nan, np.inf, -np.inf, 0.5] * 4000)), "wav", OK),
         ("float32-wav", _wav_float(tone(1.0)[0]), "wav", OK),
@@ -72,11 +81,21 @@ def upload_cases() -> list[tuple[str, bytes, str, set[int]]]:
         ("png-image", b"\x89PNG\r\n\x1a\n" + rng.bytes(512), "png", UNDECODABLE),
         ("oversized-upload", b"\0" * (9 * 2**20), "wav", TOO_LARGE),
     ]
+    cases += [(name, data, "wav", expected) for name, data, expected, _, _ in AUDIO_EDGES]
     cases += [(f"{8 * w}-bit-wav", _wav_int(tone(1.0), w), "wav", OK) for w in (1, 2, 3, 4)]
     cases += [(f"{r}-hz", _wav_int(tone(1.0, rate=r), 2, r), "wav", OK) for r in (8_000, 22_050, 44_100, 96_000, 192_000)]
     cases += [(f"{c}-channels", _wav_int(tone(0.5, channels=c), 2), "wav", OK) for c in range(1, 9)]
     return cases
 
+
+# What OpenAI refuses, and headers that lie: (name, file, status, error code, words the message must hold)
+AUDIO_EDGES = [
+    ("0.05-s", _wav_int(tone(0.05), 2), BAD, "audio_too_short", "minimum is 0.1 s"),
+    ("1-hz-header", _wav_header(rate=1, data=b"\1" * 200), BAD, "invalid_audio", "1 Hz"),
+    ("7-bit-samples", _wav_header(bits=7), UNDECODABLE, "invalid_audio", "7-bit"),
+    ("4-gb-claimed-over-100-bytes", _wav_header(data=b"\1" * 100, claimed=0xFFFF_FFF0), BAD, "invalid_audio",
+     "claims 4294967280 bytes"),
+]
 
 UPLOADS = upload_cases()
 
@@ -88,6 +107,17 @@ async def test_hostile_uploads(http, name, data, ext, allowed):
     assert response.status_code in allowed, (name, response.status_code, response.text[:300])
     if response.status_code != 200:
         _openai_error(response)
+
+
+@pytest.mark.parametrize(("name", "data", "status", "code", "words"), AUDIO_EDGES, ids=[c[0] for c in AUDIO_EDGES])
+async def test_audio_edges_get_the_error_that_names_them_on_every_route(http, name, data, status, code, words):
+    upload = await http.post("/v1/audio/transcriptions", data={"model": MODEL}, files={"file": ("a.wav", data)})
+    part = {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": "wav"}}
+    chat = await http.post("/v1/chat/completions", json=_chat([part]))
+    for response in (upload, chat):
+        assert response.status_code in status, (name, response.text[:300])
+        error = response.json()["error"]
+        assert error["code"] == code and words in error["message"], error
 
 
 def _chat(content="hi", **extra) -> dict:
