@@ -6,7 +6,10 @@ for the next of the clips passed beside the conversation, in order.
 
 
 def audio_part() -> dict:
-    return {"type": "audio"}
+    """An audio part every known Qwen2-Audio template renders as one audio marker: transformers' built-in default
+    tests `content['type'] == 'audio'`, the checkpoint's own template and fine-tunes' test `'audio' in content`.
+    The clip itself travels beside the conversation; the value only names what the part stands for."""
+    return {"type": "audio", "audio": "<the clip passed with this conversation>"}
 
 
 def text_part(text: str) -> dict:
