@@ -38,7 +38,8 @@ class InvalidAudioError(ValueError):
 
 MIN_SAMPLE_RATE = 1_000  # no recording of speech has fewer samples a second: such a header is wrong or hostile
 _PCM_BITS = (8, 16, 24, 32)  # what WAV's integer PCM holds; FFmpeg would read 7 bits as 8, 12 as 16
-_UNKNOWN_SIZES = (0, 0xFFFF_FFFF)  # what streaming WAV writers leave in the data size they could not know
+# What streaming WAV writers leave in the data size they could not know: FFmpeg on a pipe writes 0x7FFFF000
+_UNKNOWN_SIZES = (0, 0x7FFF_F000, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF)
 
 
 def decode_audio(data: bytes | BinaryIO, max_seconds: float = float("inf")) -> np.ndarray:
@@ -90,8 +91,8 @@ def audio_blocks(data: bytes | BinaryIO, max_seconds: float = float("inf")) -> I
 
 
 def _check_wav_header(source: BinaryIO, size: int) -> None:
-    """Refuse what a WAV header claims and cannot hold: integer samples of a width PCM does not have, and more
-    samples than the file carries (a forged or cut-off file)."""
+    """Refuse what a WAV header claims and cannot hold: integer samples of a width PCM does not have, and over twice
+    the samples the file carries (forged; a recording cut off near its end still decodes what it has)."""
     head = source.read(4096)
     source.seek(0)
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -106,9 +107,9 @@ def _check_wav_header(source: BinaryIO, size: int) -> None:
                                             "24 or 32 bits")
         elif chunk == b"data":
             present = size - position - 8
-            if length not in _UNKNOWN_SIZES and length > present:
+            if length not in _UNKNOWN_SIZES and length > max(2 * present, present + 2**20):
                 raise InvalidAudioError(f"the WAV header claims {length} bytes of samples but the file holds "
-                                        f"{present}: it is cut off or its header is wrong")
+                                        f"{present}: its header is wrong")
             return
         position += 8 + length + (length & 1)
 

@@ -1,6 +1,7 @@
 """Audio bytes of every accepted container -> float32 mono 16 kHz, and clear errors for the rest."""
 
 import io
+import struct
 import wave
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from server.audio.decode import (
     AudioTooLongError,
     EmptyAudioError,
+    InvalidAudioError,
     InvalidAudioURLError,
     UndecodableAudioError,
     data_url_bytes,
@@ -79,3 +81,24 @@ def test_decoding_stops_at_the_duration_limit():
     with pytest.raises(AudioTooLongError):
         decode_audio(encode(tone(5.0), "flac"), max_seconds=2.0)
     assert decode_audio(encode(tone(1.0), "flac"), max_seconds=2.0).shape[0] > 15_000
+
+
+def _pcm_wav(samples: int, claimed: int) -> bytes:
+    data = b"\1\0" * samples
+    fmt = struct.pack("<HHIIHH", 1, 1, 16_000, 32_000, 2, 16)
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", claimed) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("claimed", [0x7FFF_F000, 0xFFFF_FFFF, 0], ids=["ffmpeg-pipe", "all-ones", "zero"])
+def test_the_sizes_streaming_writers_leave_still_decode(claimed):
+    assert decode_audio(_pcm_wav(16_000, claimed)).shape[0] == 16_000
+
+
+def test_a_recording_cut_off_near_its_end_decodes_what_it_has():
+    assert decode_audio(_pcm_wav(12_000, claimed=32_000)).shape[0] == 12_000
+
+
+def test_a_header_claiming_far_more_than_the_file_is_refused():
+    with pytest.raises(InvalidAudioError, match="claims 64000000 bytes"):
+        decode_audio(_pcm_wav(16_000, claimed=64_000_000))
