@@ -33,7 +33,8 @@ def load(settings: Settings) -> LoadedModel:
         ensure_random_model(settings.model_path)
     return load_model(LoadConfig(
         settings.model_path, settings.device, settings.dtype, settings.quantization, settings.quantization_backend,
-        settings.kv_cache_tokens, settings.max_batch_size, settings.memory_utilization,
+        settings.quantize_audio_encoder, settings.kv_cache_tokens, settings.max_batch_size,
+        settings.memory_utilization,
     ))
 
 

@@ -25,7 +25,7 @@ def run_memory(model_dir: str, preset: str | None, modes: list[str], args) -> in
     for mode in modes:
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             future = pool.submit(measure, model_dir, mode, args.device, args.dtype, args.clip_seconds,
-                                 args.output_tokens)
+                                 args.output_tokens, args.quantize_audio_encoder)
             try:
                 rows.append(future.result())
             except Exception as exc:  # refused, out of memory, killed: say so, never a number
@@ -41,16 +41,18 @@ def run_memory(model_dir: str, preset: str | None, modes: list[str], args) -> in
     return 0 if any("error" not in r for r in rows) else 1
 
 
-def measure(model_dir: str, mode: str, device: str, dtype: str, clip_seconds: float, output_tokens: int) -> dict:
+def measure(model_dir: str, mode: str, device: str, dtype: str, clip_seconds: float, output_tokens: int,
+            audio_encoder: bool = False) -> dict:
     """In the child: load, warm up, run one request of `clip_seconds` (unless `output_tokens` is 0), read the memory."""
     from server.runner.loader import LoadConfig, load_model
 
     peaks = _AnonPeak()
     started = time.perf_counter()
-    model = load_model(LoadConfig(model_dir, device, dtype, quantization=mode))
+    model = load_model(LoadConfig(model_dir, device, dtype, quantization=mode, quantize_audio_encoder=audio_encoder))
     load_s = time.perf_counter() - started
     info = model.info
-    row = {"quantization": mode, "backend": info.quantization_backend, "device": info.device, "dtype": info.dtype,
+    row = {"quantization": mode + (" + audio encoder" if audio_encoder and mode != "none" else ""),
+           "backend": info.quantization_backend, "device": info.device, "dtype": info.dtype,
            "weights_bytes": info.weights_bytes, "weights_gib": round(info.weights_bytes / GiB, 3),
            "load_s": round(load_s, 1)}
     if output_tokens:

@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: weights, peak memory and tokens/s of one request per --quantization "
                         "(memory.json, memory.md)")
     p.add_argument("--quantization", default="none,int8,int4", help="with --memory: the quantizations to measure")
+    p.add_argument("--quantize-audio-encoder", action="store_true",
+                   help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
     return p
 
 

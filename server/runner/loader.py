@@ -44,6 +44,7 @@ class LoadConfig:
     dtype: str = "auto"  # auto | bfloat16 | float16 | float32
     quantization: str = "none"  # none | int8 | int4
     quantization_backend: str = "auto"  # auto | bitsandbytes | torchao
+    quantize_audio_encoder: bool = False  # quantize the audio encoder's linear layers too
     kv_cache_tokens: int = 0  # the KV-cache budget; 0: what memory_utilization leaves after weights and activations
     max_batch_size: int = 16
     memory_utilization: float = 0.9
@@ -90,7 +91,8 @@ def _from_pretrained(config: LoadConfig, device: torch.device, dtype: torch.dtyp
         hf_processor = AutoProcessor.from_pretrained(config.model_path)
         model = Qwen2AudioForConditionalGeneration.from_pretrained(  # reads mmapped safetensors tensor by tensor
             config.model_path, dtype=dtype, device_map=device.type,
-            quantization_config=quantization_config(config.quantization, backend, dtype),
+            quantization_config=quantization_config(config.quantization, backend, dtype,
+                                                    config.quantize_audio_encoder),
         ).eval()
     except OSError as exc:
         raise ModelLoadError(_load_advice(config.model_path, exc)) from exc

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import torch
 from openai import AsyncOpenAI
 
 from server.app import create_app
@@ -39,11 +40,12 @@ FLOORS = {"int8": 0.75, "int4": 0.15}
 def models(tiny_model_dir):
     loaded: dict[tuple, LoadedModel] = {}
 
-    def get(quantization: str = "none", backend: str = "auto", dtype: str = "auto") -> LoadedModel:
-        key = (quantization, backend, dtype)
+    def get(quantization: str = "none", backend: str = "auto", dtype: str = "auto",
+            audio_encoder: bool = False) -> LoadedModel:
+        key = (quantization, backend, dtype, audio_encoder)
         if key not in loaded:
             loaded[key] = load_model(LoadConfig(tiny_model_dir, "cpu", dtype, quantization=quantization,
-                                                quantization_backend=backend))
+                                                quantization_backend=backend, quantize_audio_encoder=audio_encoder))
         return loaded[key]
 
     return get
@@ -126,6 +128,23 @@ async def test_a_quantized_model_serves_and_stays_close(tiny_model_dir, models, 
           f"{free_agreement(reference, answers):.3f}, weights {model.info.weights_bytes} B "
           f"(unquantized {models().info.weights_bytes} B)")
     assert forced >= FLOORS[quantization]
+
+
+def _plain(linear) -> bool:
+    """Stored in --dtype as an ordinary nn.Linear: no quantizer's layer class or tensor subclass."""
+    return type(linear) is torch.nn.Linear and not hasattr(linear.weight, "__tensor_flatten__")
+
+
+@pytest.mark.parametrize(("quantization", "backend"), [("int8", "torchao"), ("int4", "bitsandbytes"),
+                                                       ("int8", "bitsandbytes")])
+def test_the_audio_encoder_stays_in_dtype_unless_asked(models, quantization, backend):
+    kept, asked = models(quantization, backend), models(quantization, backend, audio_encoder=True)
+    for model in (kept, asked):
+        assert not _plain(model.runner.model.model.language_model.layers[0].self_attn.q_proj)
+    encoder_layer = lambda model: model.runner.model.model.audio_tower.layers[0].fc1  # noqa: E731
+    assert _plain(encoder_layer(kept)) and encoder_layer(kept).weight.dtype == torch.float32
+    assert not _plain(encoder_layer(asked))
+    assert asked.info.weights_bytes < kept.info.weights_bytes < models().info.weights_bytes
 
 
 def test_a_combination_that_cannot_run_stops_the_server_with_one_line(tiny_model_dir):
