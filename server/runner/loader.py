@@ -162,10 +162,18 @@ def _eos_ids(generation_config, tokenizer) -> tuple[int, ...]:
 
 
 def _sampling_defaults(generation_config) -> dict:
-    """The sampling settings the checkpoint's generation_config.json sets, for requests that set none."""
-    given = generation_config.to_diff_dict()
-    defaults = {k: given[k] for k in _SAMPLING_FIELDS if k in given}
-    if given.get("do_sample") is False:
+    """What model.generate does with the checkpoint's generation_config.json when a request sets nothing: each
+    field from the file, else transformers' own default (GenerationConfig._get_default_generation_params: top_k 50,
+    top_p 1.0, temperature 1.0, repetition_penalty 1.0, do_sample False). Without do_sample it decodes greedily,
+    which is temperature 0 here; the other values then apply to a request that asks for a temperature."""
+    fallback = generation_config._get_default_generation_params()
+
+    def value(name: str):
+        given = getattr(generation_config, name, None)
+        return given if given is not None else fallback[name]
+
+    defaults = {name: value(name) for name in _SAMPLING_FIELDS}
+    if not value("do_sample"):
         defaults["temperature"] = 0.0
     return defaults
 

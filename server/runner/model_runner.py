@@ -123,8 +123,9 @@ class Qwen2AudioRunner:
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=block_positions, cache=cache,
             use_cache=True,
         ).last_hidden_state[:, -1]  # [B, H]: only the last position needs logits
-        sampler = BatchSampler.create([r.params for r in requests], [r.output_ids for r in requests],
-                                      self._text_config.vocab_size, self._eos_token_ids, self.device)
+        sampler = BatchSampler.create([r.params for r in requests], [r.prompt.token_ids for r in requests],
+                                      [r.output_ids for r in requests], self._text_config.vocab_size,
+                                      self._eos_token_ids, self.device)
         batch = Batch([r.seq_id for r in requests], cache, attention_mask, positions[:, -1] + 1,
                       input_ids[:, -1], sampler)
         step = self._sample(batch, hidden)

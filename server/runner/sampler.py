@@ -9,48 +9,61 @@ from server.engine.request import SamplingParams, TokenLogprob
 
 @dataclass
 class BatchSampler:
-    """Sampling state of one batch: settings as tensors, seeded generators, and token counts for penalties."""
+    """Sampling state of one batch: settings, seeded generators, and what the penalties look at.
+
+    The repetition penalty looks at every token of the row, prompt included, as transformers' generate and vLLM
+    apply it; presence and frequency penalties count generated tokens only, as OpenAI defines them.
+    """
 
     params: list[SamplingParams]
     generators: list[torch.Generator | None]
     generated: list[int]  # tokens sampled so far, per row
-    counts: torch.Tensor | None  # [B, V] tokens generated so far, only when a row uses a penalty
+    seen: torch.Tensor | None  # [B, V] bool: in the prompt or generated; only when a row has a repetition penalty
+    counts: torch.Tensor | None  # [B, V] times generated; only when a row has a presence or frequency penalty
     eos_ids: torch.Tensor  # [E]
     vocab_size: int
 
     @classmethod
-    def create(cls, params: list[SamplingParams], outputs: list[tuple[int, ...]], vocab_size: int,
-               eos_ids: tuple[int, ...], device: torch.device) -> "BatchSampler":
+    def create(cls, params: list[SamplingParams], prompts: list[list[int]], outputs: list[tuple[int, ...]],
+               vocab_size: int, eos_ids: tuple[int, ...], device: torch.device) -> "BatchSampler":
         """`outputs`: per row, the tokens it generated before (a preempted request resuming), counted as sampled."""
         generators = [_generator(p.seed, device) for p in params]
-        counts = None
-        if any(_has_penalty(p) for p in params):
+        seen = counts = None
+        if any(p.repetition_penalty != 1.0 for p in params):
+            seen = torch.zeros(len(params), vocab_size, dtype=torch.bool, device=device)
+            for row, (prompt, output) in enumerate(zip(prompts, outputs)):
+                seen[row, torch.tensor([*prompt, *output], dtype=torch.long, device=device)] = True
+        if any(p.presence_penalty != 0.0 or p.frequency_penalty != 0.0 for p in params):
             counts = torch.zeros(len(params), vocab_size, device=device)
             for row, output in enumerate(outputs):
                 if output:
                     counts[row].index_add_(0, torch.tensor(output, device=device), counts.new_ones(len(output)))
         generated = [len(output) for output in outputs]
-        return cls(params, generators, generated, counts, torch.tensor(eos_ids, device=device), vocab_size)
+        return cls(params, generators, generated, seen, counts, torch.tensor(eos_ids, device=device), vocab_size)
 
     def select(self, keep: list[int]) -> None:
         self.params = [self.params[i] for i in keep]
         self.generators = [self.generators[i] for i in keep]
         self.generated = [self.generated[i] for i in keep]
+        if self.seen is not None:
+            self.seen = self.seen[keep]
         if self.counts is not None:
             self.counts = self.counts[keep]
 
     def extend(self, other: "BatchSampler") -> None:
         """Rows of a newly prefilled batch join this one."""
+        if self.seen is not None or other.seen is not None:
+            self.seen = torch.cat([self._or_zeros(self.seen, torch.bool), other._or_zeros(other.seen, torch.bool)])
         if self.counts is not None or other.counts is not None:
-            self.counts = torch.cat([self._counts(), other._counts()])
+            self.counts = torch.cat([self._or_zeros(self.counts), other._or_zeros(other.counts)])
         self.params += other.params
         self.generators += other.generators
         self.generated += other.generated
 
-    def _counts(self) -> torch.Tensor:
-        if self.counts is not None:
-            return self.counts
-        return torch.zeros(len(self.params), self.vocab_size, device=self.eos_ids.device)
+    def _or_zeros(self, table: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        if table is not None:
+            return table
+        return torch.zeros(len(self.params), self.vocab_size, dtype=dtype, device=self.eos_ids.device)
 
     def sample(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
         """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
@@ -61,21 +74,23 @@ class BatchSampler:
             if not p.greedy:
                 token_ids[i] = self._sample_row(logits[i], p, g)
         tokens, logprobs = token_ids.tolist(), self._logprobs(logits, token_ids)
-        if self.counts is not None:  # the state changes last: a step that fails before leaves it as it was
-            self.counts[torch.arange(len(tokens), device=token_ids.device), token_ids] += 1
+        rows = torch.arange(len(tokens), device=token_ids.device)
+        if self.seen is not None:  # the state changes last: a step that fails before leaves it as it was
+            self.seen[rows, token_ids] = True
+        if self.counts is not None:
+            self.counts[rows, token_ids] += 1
         self.generated = [n + 1 for n in self.generated]
         return tokens, logprobs
 
     def _apply_penalties(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.counts is None:
-            return logits
-        seen = self.counts > 0
-        rep = torch.tensor([p.repetition_penalty for p in self.params], device=logits.device)[:, None]
-        penalized = torch.where(logits > 0, logits / rep, logits * rep)
-        logits = torch.where(seen, penalized, logits)
-        freq = torch.tensor([p.frequency_penalty for p in self.params], device=logits.device)[:, None]
-        pres = torch.tensor([p.presence_penalty for p in self.params], device=logits.device)[:, None]
-        return logits - freq * self.counts - pres * seen
+        if self.seen is not None:  # transformers' RepetitionPenaltyLogitsProcessor: divide above 0, multiply below
+            rep = torch.tensor([p.repetition_penalty for p in self.params], device=logits.device)[:, None]
+            logits = torch.where(self.seen, torch.where(logits < 0, logits * rep, logits / rep), logits)
+        if self.counts is not None:
+            freq = torch.tensor([p.frequency_penalty for p in self.params], device=logits.device)[:, None]
+            pres = torch.tensor([p.presence_penalty for p in self.params], device=logits.device)[:, None]
+            logits = logits - freq * self.counts - pres * (self.counts > 0)
+        return logits
 
     def _block_early_eos(self, logits: torch.Tensor) -> torch.Tensor:
         rows = [i for i, (p, n) in enumerate(zip(self.params, self.generated)) if n < p.min_tokens]
@@ -117,10 +132,6 @@ def _finite(logits: torch.Tensor) -> torch.Tensor:
     """A tiny repetition_penalty divides logits into inf, and inf - inf in softmax is NaN: keep them finite."""
     limit = torch.finfo(logits.dtype).max
     return logits.nan_to_num(nan=-limit, posinf=limit, neginf=-limit)
-
-
-def _has_penalty(p: SamplingParams) -> bool:
-    return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
 
 
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:

@@ -23,7 +23,7 @@ from server.config import Settings
 from server.engine.conversation import audio_question
 from server.engine.engine import Engine
 from server.engine.interface import ModelInfo
-from server.engine.request import EngineError, SamplingParams
+from server.engine.request import EngineError
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
 from server.serving import formats
@@ -174,10 +174,7 @@ class TranscriptionServing(Endpoint):
         prompt = await prepare(self.engine, conversation, [clip.samples])
         cap = math.ceil(clip.samples.shape[0] / SAMPLE_RATE * TOKENS_PER_SECOND_CAP) + TOKENS_CAP_FLOOR
         max_tokens = output_budget(self.info, prompt, request.max_tokens, min(self.default_max_tokens, cap))
-        params = SamplingParams(
-            max_tokens, temperature=request.temperature, seed=request.seed, logprobs=0,
-            min_tokens=min(request.min_tokens, max_tokens), ignore_eos=request.ignore_eos,
-        )
+        params = request.to_sampling_params(max_tokens, self.info.sampling_defaults)
         stream = submit(self.engine, self.metrics, prompt, params)
         return ClipRequest(clip.span, prompt.num_tokens, prompt.audio_tokens, stream)
 

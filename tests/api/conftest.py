@@ -45,11 +45,11 @@ def reference(tiny_model_dir):
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
 
-    def generate(conversation: list[dict], clips: list, max_new_tokens: int) -> tuple[str, int]:
+    def generate(conversation: list[dict], clips: list, max_new_tokens: int, **options) -> tuple[str, int]:
         text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         inputs = processor(text=text, audio=clips or None, sampling_rate=16_000, return_tensors="pt")
         with torch.inference_mode():
-            out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, **options)
         new = out[0, inputs["input_ids"].shape[1]:].tolist()
         return processor.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False), len(new)
 

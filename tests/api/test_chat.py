@@ -8,6 +8,7 @@ import pytest
 
 from server.audio.chunking import contiguous_spans
 from server.audio.decode import decode_audio
+from server.engine.conversation import audio_question
 from tests.api.conftest import MODEL
 from tests.audio_samples import encode, tone, wav
 from tests.speech import requires_espeak, speech_track
@@ -35,6 +36,17 @@ async def test_audio_question_matches_generate(client, reference):
     assert choice.finish_reason == ("length" if n_tokens == 24 else "stop")
     assert response.usage.prompt_tokens_details.audio_tokens == 75
     assert response.model == MODEL and response.id.startswith("chatcmpl-")
+
+
+@pytest.mark.parametrize("penalty", [1.3, 0.8])
+async def test_the_repetition_penalty_counts_the_prompt_as_generate_does(client, reference, penalty):
+    audio = wav(2.0, seed=21)
+    response = await client.chat.completions.create(
+        model=MODEL, max_tokens=24, temperature=0, extra_body={"repetition_penalty": penalty},
+        messages=[{"role": "user", "content": [audio_part(audio), {"type": "text", "text": "Say it again."}]}],
+    )
+    expected, _ = reference(audio_question("Say it again."), [decode_audio(audio)], 24, repetition_penalty=penalty)
+    assert response.choices[0].message.content == expected
 
 
 async def test_several_clips_turns_and_a_system_prompt(client, reference):

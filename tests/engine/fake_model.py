@@ -12,13 +12,14 @@ from server.engine.interface import LoadedModel, ModelInfo, PrefillInput, StepOu
 from server.engine.request import Prompt, SamplingParams, TokenLogprob
 
 EOS = 0
+END_OF_TEXT = 49  # a second end id, as Qwen2-Audio has two (<|endoftext|> and <|im_end|>)
 VOCAB = 50
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def next_token(tokens: Sequence[int]) -> int:
-    """Never EOS: a request ends by its length unless its prompt scripts an EOS."""
-    return 1 + sum(token * (i + 7) for i, token in enumerate(tokens)) % (VOCAB - 1)
+    """Never an end id: a request ends by its length unless its prompt scripts one."""
+    return 1 + sum(token * (i + 7) for i, token in enumerate(tokens)) % (VOCAB - 2)
 
 
 def answer(prompt: Prompt, length: int) -> list[int]:
@@ -105,15 +106,15 @@ class FakeDetokenizer:
     """Token t is the letter LETTERS[t % 26]; EOS is special (no text)."""
 
     def detokenize(self, token_ids: list[int]) -> str:
-        return "".join(LETTERS[t % 26] for t in token_ids if t != EOS)
+        return "".join(LETTERS[t % 26] for t in token_ids if t not in (EOS, END_OF_TEXT))
 
     def token_text(self, token_id: int) -> str:
-        return "<eos>" if token_id == EOS else LETTERS[token_id % 26]
+        return {EOS: "<eos>", END_OF_TEXT: "<end>"}.get(token_id, LETTERS[token_id % 26])
 
 
 def fake_model(kv_budget_tokens: int = 100_000) -> LoadedModel:
     info = ModelInfo(
-        max_model_len=4096, audio_tokens_per_second=25.0, sampling_defaults={}, eos_token_ids=(EOS,),
+        max_model_len=4096, audio_tokens_per_second=25.0, sampling_defaults={}, eos_token_ids=(EOS, END_OF_TEXT),
         random_weights=True, weights_bytes=0, kv_bytes_per_token=1, kv_budget_tokens=kv_budget_tokens, device="none",
         dtype="none", quantization_backend=None,
     )

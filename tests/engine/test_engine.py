@@ -22,7 +22,7 @@ from server.engine.request import (
     SamplingParams,
 )
 from server.metrics import Metrics
-from tests.engine.fake_model import EOS, GREEDY, LONG, answer, fake_model, prompt
+from tests.engine.fake_model import END_OF_TEXT, EOS, GREEDY, LONG, answer, fake_model, prompt
 from tests.faults import fails_once, replaced
 from tests.waiting import eventually
 
@@ -270,6 +270,8 @@ async def test_finish_reasons_eos_length_and_stop_strings(engine, runner):
     assert ignoring == ([1, 2, EOS, 3, 4], "bcde", "length")
     stopped = await run_to_end(engine.submit(prompt(4, 4), SamplingParams(max_tokens=5, ignore_eos=True, stop=["cd"])))
     assert stopped[1:] == ("b", "stop")  # the stop string and what follows never show
+    runner.scripts[(4, 5)] = [1, END_OF_TEXT, 3]  # the model's other end id ends an answer just as well
+    assert await run_to_end(engine.submit(prompt(4, 5), GREEDY)) == ([1, END_OF_TEXT], "b", "stop")
 
 
 async def test_logprobs_carry_each_tokens_own_text(engine, runner):

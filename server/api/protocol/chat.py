@@ -2,6 +2,7 @@
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, model_validator
@@ -100,8 +101,9 @@ class ChatCompletionRequest(OpenAIRequest):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def to_sampling_params(self, max_tokens: int, defaults: dict) -> SamplingParams:
-        """Request values first, then the model's generation_config.json (`defaults`), then OpenAI's defaults."""
+    def to_sampling_params(self, max_tokens: int, defaults: Mapping[str, float]) -> SamplingParams:
+        """Request values first, then what model.generate does with the checkpoint's generation config
+        (`defaults`, ModelInfo.sampling_defaults), then OpenAI's defaults."""
 
         def pick(name: str, fallback):
             value = getattr(self, name)
