@@ -44,19 +44,23 @@ class EventStream:
 
 @dataclass(frozen=True)
 class TranscribedClip:
-    """A finished clip of a transcription: where its speech is in the original audio (seconds), and its answer."""
+    """A finished clip of a transcription: where its speech is in the original audio (seconds), and its answer:
+    the text without the model's frame, and the tokens and logprobs of that text (serving/framing.py)."""
 
     start: float
     end: float
     speech: float  # the voice-activity detector's highest speech probability in it
     input_tokens: int
     audio_tokens: int
-    completion: Completion
+    output_tokens: int  # every token generated, the frame's included (usage counts them)
+    text: str
+    tokens: list[int]
+    logprobs: list[Logprob]
 
 
 # ---- transcriptions and translations -----------------------------------------------------------------
 def transcription(request: TranscriptionRequest, task: str, duration: float, clips: list[TranscribedClip]) -> Answer:
-    text = join_texts([clip.completion.text for clip in clips])
+    text = join_texts([clip.text for clip in clips])
     media_type = TRANSCRIPTION_MEDIA_TYPES[request.response_format]
     if request.response_format == "text":
         return Answer(text, media_type)
@@ -84,7 +88,7 @@ def join_texts(texts: list[str]) -> str:
 def transcription_usage(clips: list[TranscribedClip]) -> TranscriptionUsage:
     input_tokens = sum(clip.input_tokens for clip in clips)
     audio_tokens = sum(clip.audio_tokens for clip in clips)
-    output_tokens = sum(len(clip.completion.token_ids) for clip in clips)
+    output_tokens = sum(clip.output_tokens for clip in clips)
     return TranscriptionUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
@@ -95,20 +99,19 @@ def transcription_usage(clips: list[TranscribedClip]) -> TranscriptionUsage:
 
 def transcription_logprobs(clips: list[TranscribedClip]) -> list[TranscriptionLogprob]:
     return [TranscriptionLogprob(token=lp.token, bytes=list(lp.token.encode()), logprob=lp.logprob)
-            for clip in clips for lp in clip.completion.logprobs]
+            for clip in clips for lp in clip.logprobs]
 
 
 def _segment(index: int, clip: TranscribedClip, temperature: float) -> Segment:
-    completion = clip.completion
-    encoded = completion.text.encode()
-    logprobs = [lp.logprob for lp in completion.logprobs]
+    encoded = clip.text.encode()
+    logprobs = [lp.logprob for lp in clip.logprobs]
     return Segment(
         id=index,
         seek=round(clip.start * 100),  # in 10 ms frames, as Whisper counts
         start=round(clip.start, 3),
         end=round(clip.end, 3),
-        text=completion.text,
-        tokens=completion.token_ids,
+        text=clip.text,
+        tokens=clip.tokens,
         temperature=temperature,
         avg_logprob=sum(logprobs) / len(logprobs) if logprobs else 0.0,
         compression_ratio=len(encoded) / len(zlib.compress(encoded)) if encoded else 0.0,

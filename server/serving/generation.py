@@ -86,12 +86,24 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[Logprob] = field(default_factory=list)
     finish_reason: str = "stop"
+    ends: list[int] = field(default_factory=list)  # per token: where its text ends in `text`
 
     def add(self, event: RequestOutput) -> None:
         self.text += event.text
         self.token_ids += event.token_ids
+        self.ends += [len(self.text)] * len(event.token_ids)
         self.logprobs += event.logprobs or []
         self.finish_reason = event.finish_reason or self.finish_reason
+
+    def tokens_outside(self, removed: list[tuple[int, int]]) -> list[int]:
+        """Indices of the tokens whose text is not wholly inside one of the `removed` character ranges (a token
+        that straddles an edge of one stays; tokens with no text of their own, such as the end id, stay)."""
+        kept, start = [], 0
+        for index, end in enumerate(self.ends):
+            if not (end > start and any(a <= start and end <= b for a, b in removed)):
+                kept.append(index)
+            start = end
+        return kept
 
 
 async def collect(stream: RequestStream, timeout_s: float) -> Completion:

@@ -34,6 +34,13 @@ def instruction(request: TranscriptionRequest, task: Task) -> str:
     return text
 
 
+def answer_language(request: TranscriptionRequest, task: Task) -> str | None:
+    """The language the answer is asked to be in, by name (None: a transcription in whatever is spoken)."""
+    if task == "translate":
+        return _language(request.target_language, "target_language") if request.target_language else "English"
+    return _language(request.language, "language") if request.language else None
+
+
 async def to_conversation(messages: list[ChatMessage], media: MediaPolicy,
                           detector: SpeechDetector) -> tuple[list[dict], list[np.ndarray]]:
     """OpenAI messages -> the chat template's conversation and its clips, in order.

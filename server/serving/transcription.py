@@ -8,7 +8,7 @@ clip; the whole answer and the event stream both read it. Each clip is one segme
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -28,9 +28,10 @@ from server.engine.sequence import RequestStream
 from server.metrics import Metrics
 from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
+from server.serving.framing import FrameStripper
 from server.serving.generation import Completion, Endpoint, engine_failed, output_budget, prepare, submit, timed_out
 from server.serving.media import UploadClips
-from server.serving.prompts import TRANSCRIBE_INSTRUCTION, Task, instruction
+from server.serving.prompts import TRANSCRIBE_INSTRUCTION, Task, answer_language, instruction
 
 # A transcript holds a few tokens per second of speech; a cap well above that stops runaway repetition loops.
 TOKENS_PER_SECOND_CAP = 16
@@ -46,10 +47,16 @@ class ClipRequest:
     audio_tokens: int
     stream: RequestStream
 
-    def transcribed(self, completion: Completion) -> TranscribedClip:
-        """What is kept once it is done: not its stream, whose prompt holds the audio features (~1.5 MB)."""
+    def transcribed(self, completion: Completion, text: str, frame: list[tuple[int, int]],
+                    end_ids: frozenset[int]) -> TranscribedClip:
+        """What is kept once it is done: not its stream, whose prompt holds the audio features (~1.5 MB). `text` is
+        the answer without its frame, whose character ranges `frame` lists: their tokens leave too, as do the end
+        ids, so that `tokens` and `logprobs` hold the text returned."""
+        kept = [i for i in completion.tokens_outside(frame) if completion.token_ids[i] not in end_ids]
+        logprobs = [completion.logprobs[i] for i in kept] if completion.logprobs else []
         return TranscribedClip(self.span.start / SAMPLE_RATE, self.span.end / SAMPLE_RATE, self.span.speech,
-                               self.input_tokens, self.audio_tokens, completion)
+                               self.input_tokens, self.audio_tokens, len(completion.token_ids), text,
+                               [completion.token_ids[i] for i in kept], logprobs)
 
 
 class TranscriptionServing(Endpoint):
@@ -59,6 +66,7 @@ class TranscriptionServing(Endpoint):
         # Clips of one upload in flight at once: enough to fill a batch, few enough to leave room for others
         # and to keep an hour of audio from sitting in the queue as features.
         self.window = settings.max_batch_size
+        self.end_ids = frozenset(info.eos_token_ids)
 
     async def tokens_per_clip(self) -> int:
         """KV-cache tokens one 30 s transcription takes at most: its real prompt (audio, chat template and
@@ -75,7 +83,8 @@ class TranscriptionServing(Endpoint):
         except BaseException:
             await submitted.aclose()
             raise
-        transcribed = self._transcribed(first, submitted)
+        transcribed = self._transcribed(first, submitted, lambda: FrameStripper(answer_language(request, task),
+                                                                               request.prompt))
         if request.stream:
             return EventStream(self._events(transcribed, upload, task))
         clips: list[TranscribedClip] = []
@@ -87,27 +96,19 @@ class TranscriptionServing(Endpoint):
         self.metrics.audio_seconds.labels(task).inc(upload.seconds)
         return formats.transcription(request, task, upload.seconds, clips)
 
-    async def _transcribed(self, first: ClipRequest | None,
-                           submitted: AsyncIterator[ClipRequest]) -> AsyncIterator[str | TranscribedClip]:
-        """Clip after clip, in order: its text as the engine produces it (joined to what came before as
-        formats.join_texts joins), then the finished clip."""
+    async def _transcribed(self, first: ClipRequest | None, submitted: AsyncIterator[ClipRequest],
+                           stripper: Callable[[], FrameStripper]) -> AsyncIterator[str | TranscribedClip]:
+        """Clip after clip, in order: its text as the engine produces it, less the model's frame (joined to what
+        came before as formats.join_texts joins), then the finished clip."""
         said = False  # some text has been given already
         try:
             clip = first
             while clip is not None:
-                completion = Completion()
-                try:
-                    async for event in clip.stream:
-                        starts_clip = not completion.text
-                        completion.add(event)
-                        if event.text:
-                            yield (" " if starts_clip and said else "") + event.text
-                            said = True
-                except EngineError as exc:
-                    raise engine_failed(exc, clip.stream) from exc
-                finally:
-                    clip.stream.cancel()
-                yield clip.transcribed(completion)
+                completion, frame, text = Completion(), stripper(), ""
+                async for delta in _unframed(clip.stream, completion, frame):
+                    yield (" " if not text and said else "") + delta
+                    text, said = text + delta, True
+                yield clip.transcribed(completion, text, frame.removed(), self.end_ids)
                 clip = await anext(submitted, None)
         finally:
             await submitted.aclose()
@@ -177,6 +178,21 @@ class TranscriptionServing(Endpoint):
         params = request.to_sampling_params(max_tokens, self.info.sampling_defaults)
         stream = submit(self.engine, self.metrics, prompt, params)
         return ClipRequest(clip.span, prompt.num_tokens, prompt.audio_tokens, stream)
+
+
+async def _unframed(stream: RequestStream, completion: Completion, frame: FrameStripper) -> AsyncIterator[str]:
+    """One clip's text as the engine produces it, without the model's frame; `completion` adds up the events."""
+    try:
+        async for event in stream:
+            completion.add(event)
+            if delta := frame.push(event.text):
+                yield delta
+    except EngineError as exc:
+        raise engine_failed(exc, stream) from exc
+    finally:
+        stream.cancel()
+    if rest := frame.finish():
+        yield rest
 
 
 def vad_options(strategy: str | ServerVad | None) -> VadOptions | None:
