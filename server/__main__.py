@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     tiny = commands.add_parser("tiny-model", help="write a random-weight Qwen2-Audio of the real architecture")
     tiny.add_argument("out_dir", help="folder to write (a hub-like snapshot that `serve --model` loads)")
     tiny.add_argument("--seed", type=int, default=0, help="weights seed")
+    tiny.add_argument("--layout", choices=["instruct", "base"], default="instruct",
+                      help="instruct: with a chat template, as Qwen2-Audio-7B-Instruct; base: without, as Qwen2-Audio-7B")
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
     if argv[:1] == ["bench"]:
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pull":
         return pull_model(args.model, args.revision)
     if args.command == "tiny-model":
-        return tiny_model(args.out_dir, args.seed)
+        return tiny_model(args.out_dir, args.seed, args.layout)
     return 2
 
 
@@ -84,13 +86,13 @@ def pull_model(model: str, revision: str | None) -> int:
     return 0
 
 
-def tiny_model(out_dir: str, seed: int) -> int:
+def tiny_model(out_dir: str, seed: int, layout: str = "instruct") -> int:
     from server.request_context import configure_logging
     from server.tiny_model import write_tiny_model
 
     configure_logging("info")
 
-    path = write_tiny_model(out_dir, seed=seed)
+    path = write_tiny_model(out_dir, seed=seed, layout=layout)
     print(f"wrote a random-weight Qwen2-Audio to {path}; serve it with: qwen2-audio-server serve --model {path}")
     return 0
 

@@ -32,9 +32,10 @@ def load(settings: Settings) -> LoadedModel:
     if settings.random_weights:
         ensure_random_model(settings.model_path)
     return load_model(LoadConfig(
-        settings.model_path, settings.device, settings.dtype, settings.quantization, settings.quantization_backend,
-        settings.quantize_audio_encoder, settings.kv_cache_tokens, settings.max_batch_size,
-        settings.memory_utilization,
+        settings.model_path, device=settings.device, dtype=settings.dtype, quantization=settings.quantization,
+        quantization_backend=settings.quantization_backend, quantize_audio_encoder=settings.quantize_audio_encoder,
+        prompt_format=settings.prompt_format, kv_cache_tokens=settings.kv_cache_tokens,
+        max_batch_size=settings.max_batch_size, memory_utilization=settings.memory_utilization,
     ))
 
 

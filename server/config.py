@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     """With --quantization: store the audio encoder's linear weights in 8 or 4 bits too (saves about 1 GB at int4; its effect on recognition is not measured on the real checkpoint)."""
     quantization_backend: Literal["auto", "bitsandbytes", "torchao"] = "auto"
     """Who quantizes: auto is bitsandbytes on CUDA (LLM.int8, NF4), torchao for int8 and bitsandbytes for int4 on CPU."""
+    prompt_format: Literal["auto", "chat", "base"] = "auto"
+    """How requests become prompts: chat (an Instruct checkpoint's chat template) or base (the task prompts of the official evaluation, for the base checkpoint Qwen/Qwen2-Audio-7B; chat completions then answer 400). auto: base for a checkpoint named Qwen2-Audio-7B or without a chat template."""
     memory_utilization: float = Field(0.9, gt=0, le=1)
     """Share of the GPU's memory (of RAM on CPU) the server may fill with weights, KV cache and activations."""
     api_key: Annotated[list[str], NoDecode] = []

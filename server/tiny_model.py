@@ -112,20 +112,25 @@ def preset_config(tokenizer: Qwen2Tokenizer, preset: str = "tiny") -> Qwen2Audio
     )
 
 
-def ensure_random_model(path: str | Path, preset: str = "tiny") -> Path:
+LAYOUTS = ("instruct", "base")  # Qwen2-Audio-7B-Instruct ships a chat template; the base Qwen2-Audio-7B does not
+
+
+def ensure_random_model(path: str | Path, preset: str = "tiny", layout: str = "instruct") -> Path:
     """The random-weight model of `preset` at `path`, written the first time it is asked for."""
     if not (Path(path) / RANDOM_WEIGHTS_MARKER).exists():
         logger.info("writing a random-weight %s model to %s", preset, path)
-        write_tiny_model(path, preset=preset)
+        write_tiny_model(path, preset=preset, layout=layout)
     return Path(path)
 
 
-def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000, preset: str = "tiny") -> Path:
-    """Create the snapshot in `out_dir` and return its path (written aside, then moved in whole)."""
+def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000, preset: str = "tiny",
+                     layout: str = "instruct") -> Path:
+    """Create the snapshot in `out_dir` and return its path (written aside, then moved in whole). `layout` base
+    leaves the chat template out, as the base checkpoint's snapshot does."""
     final = Path(out_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent) as tmp:
-        _write(Path(tmp) / "model", seed, vocab_size, preset)
+        _write(Path(tmp) / "model", seed, vocab_size, preset, layout)
         if final.exists():
             shutil.rmtree(final)
         (Path(tmp) / "model").rename(final)
@@ -133,7 +138,7 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0, vocab_size: int = 1000,
     return final
 
 
-def _write(out: Path, seed: int, vocab_size: int, preset: str) -> None:
+def _write(out: Path, seed: int, vocab_size: int, preset: str, layout: str) -> None:
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(vocab_size)
     config = preset_config(tokenizer, preset)
@@ -151,10 +156,24 @@ def _write(out: Path, seed: int, vocab_size: int, preset: str) -> None:
         model.save_pretrained(out)
     processor = Qwen2AudioProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
     processor.save_pretrained(out)
+    if layout == "base":
+        _remove_chat_template(out)
     (out / RANDOM_WEIGHTS_MARKER).write_text(
         "This folder holds a random-weight Qwen2-Audio made by `qwen2-audio-server tiny-model`.\n"
         "Its answers are meaningless; it exists for tests and for trying the API offline.\n"
     )
+
+
+def _remove_chat_template(out: Path) -> None:
+    """The chat template out of every file that may carry it (the processor wrote it beside the tokenizer)."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("tokenizer_config.json", "processor_config.json"):
+        path = out / name
+        if path.exists():
+            config = json.loads(path.read_text())
+            config.pop("chat_template", None)
+            path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
 
 # The published checkpoint's key names (transformers renames them on load), by the model's own prefixes.

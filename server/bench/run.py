@@ -24,6 +24,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: a random-weight model of --preset, written once)")
     p.add_argument("--preset", choices=["tiny", "small", "full"], default="small",
                    help="size of the random-weight model when --model is not given; full = the published 7B config")
+    p.add_argument("--layout", choices=["instruct", "base"], default="instruct",
+                   help="the random-weight model's files: as Qwen2-Audio-7B-Instruct's (a chat template) or the base's")
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--clip-seconds", type=float, help="length of every clip (default 5; 30 with --memory)")
     p.add_argument("--output-tokens", type=int, default=32, help="forced output length of every request")
@@ -48,7 +50,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
-    model_dir = args.model or str(_preset_model(args.preset))
+    model_dir = args.model or str(_preset_model(args.preset, args.layout))
     if args.memory:
         from server.bench.memory import run_memory
 
@@ -160,11 +162,12 @@ def _gpu_peak(base_url: str) -> int | None:
     return None
 
 
-def _preset_model(preset: str) -> Path:
+def _preset_model(preset: str, layout: str) -> Path:
     from server.config import RANDOM_MODEL_DIR
     from server.tiny_model import ensure_random_model
 
-    return ensure_random_model(RANDOM_MODEL_DIR.parent / f"bench-{preset}", preset)
+    folder = f"bench-{preset}" if layout == "instruct" else f"bench-{preset}-{layout}"
+    return ensure_random_model(RANDOM_MODEL_DIR.parent / folder, preset, layout)
 
 
 def _device_name(device: str) -> str:

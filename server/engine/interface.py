@@ -25,6 +25,7 @@ class ModelInfo:
     audio_tokens_per_second: float  # tokens one second of audio takes in a prompt
     sampling_defaults: Mapping[str, float]  # what the checkpoint's generation_config.json sets
     eos_token_ids: tuple[int, ...]
+    prompt_format: str  # "chat": an Instruct checkpoint's chat template; "base": the base checkpoint's task prompts
     random_weights: bool  # a random-weight test model (answers are meaningless)
     weights_bytes: int
     kv_bytes_per_token: int

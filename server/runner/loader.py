@@ -6,6 +6,7 @@ memory and sizes the KV-cache budget. It writes nothing: a random-weight model i
 """
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class LoadConfig:
     quantization: str = "none"  # none | int8 | int4
     quantization_backend: str = "auto"  # auto | bitsandbytes | torchao
     quantize_audio_encoder: bool = False  # quantize the audio encoder's linear layers too
+    prompt_format: str = "auto"  # auto | chat | base
     kv_cache_tokens: int = 0  # the KV-cache budget; 0: what memory_utilization leaves after weights and activations
     max_batch_size: int = 16
     memory_utilization: float = 0.9
@@ -68,7 +70,8 @@ def load_model(config: LoadConfig) -> LoadedModel:
 
     eos_token_ids = _eos_ids(model.generation_config, tokenizer)
     runner = Qwen2AudioRunner(model, device, dtype, tokenizer.pad_token_id, eos_token_ids)
-    processor = PromptProcessor(hf_processor, model.config.audio_token_id)
+    prompt_format = _prompt_format(config.prompt_format, config.model_path)
+    processor = PromptProcessor(hf_processor, model.config.audio_token_id, chat=prompt_format == "chat")
     detokenizer = HFDetokenizer(copy.deepcopy(tokenizer))  # its own copy: it runs on another thread
     text = model.config.text_config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -77,7 +80,7 @@ def load_model(config: LoadConfig) -> LoadedModel:
         max_model_len=text.max_position_embeddings,
         audio_tokens_per_second=audio_tokens_per_second(extractor),
         sampling_defaults=MappingProxyType(_sampling_defaults(model.generation_config)),
-        eos_token_ids=eos_token_ids, random_weights=random_weights, weights_bytes=weights, kv_bytes_per_token=kv_bytes,
+        eos_token_ids=eos_token_ids, prompt_format=prompt_format, random_weights=random_weights, weights_bytes=weights, kv_bytes_per_token=kv_bytes,
         kv_budget_tokens=_kv_budget(config, runner, processor, weights, kv_bytes, text.max_position_embeddings),
         device=_device_name(device), dtype=str(dtype).removeprefix("torch."), quantization_backend=backend,
     )
@@ -120,6 +123,28 @@ def _kv_budget(config: LoadConfig, runner: Qwen2AudioRunner, processor: PromptPr
             f"--memory-utilization {config.memory_utilization}: try --quantization int4, a higher "
             "--memory-utilization, or free the device")
     return budget
+
+
+def _prompt_format(requested: str, model_path: str) -> str:
+    """chat for an Instruct checkpoint, base for Qwen/Qwen2-Audio-7B: named so, or a folder that ships no chat
+    template (the processor itself would fall back to transformers' default one), unless --prompt-format says."""
+    if requested != "auto":
+        return requested
+    folder = Path(model_path)
+    if folder.is_dir():
+        return "chat" if _ships_chat_template(folder) else "base"
+    name = folder.name.lower()
+    return "base" if name.startswith("qwen2-audio-7b") and "instruct" not in name else "chat"
+
+
+def _ships_chat_template(folder: Path) -> bool:
+    if any((folder / name).exists() for name in ("chat_template.jinja", "chat_template.json")):
+        return True
+    for name in ("tokenizer_config.json", "processor_config.json"):
+        path = folder / name
+        if path.exists() and "chat_template" in json.loads(path.read_text()):
+            return True
+    return False
 
 
 def _device(device: str) -> torch.device:

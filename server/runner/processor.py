@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from server.audio.clip import MAX_CLIP_SAMPLES, MAX_CLIP_SECONDS, MIN_CLIP_SAMPLES, SAMPLE_RATE
-from server.engine.conversation import audio_question
+from server.engine.conversation import audio_question, raw_prompt
 from server.engine.request import Prompt
 
 # Mel frames per audio token: the encoder's second convolution has stride 2, then it pools by 2.
@@ -19,8 +19,11 @@ class PromptProcessor:
     """Owns the transformers processor and its tokenizer, which are used on the prep thread only (a tokenizer is
     not safe to share between threads; the event loop detokenizes with a copy of its own)."""
 
-    def __init__(self, processor, audio_token_id: int) -> None:
+    def __init__(self, processor, audio_token_id: int, chat: bool = True) -> None:
+        """`chat`: render conversations with the checkpoint's chat template (an Instruct model); else as a base
+        checkpoint takes its prompts (server.engine.conversation.raw_prompt)."""
         self._processor = processor
+        self._chat = chat
         self._extractor = processor.feature_extractor
         self._audio_token = processor.audio_token
         self._audio_token_id = audio_token_id
@@ -28,7 +31,10 @@ class PromptProcessor:
     def prepare(self, conversation: list[dict], clips: list[np.ndarray]) -> Prompt:
         if any(clip.shape[0] > MAX_CLIP_SAMPLES for clip in clips):
             raise ValueError(f"an audio clip is longer than {MAX_CLIP_SECONDS:.0f} s")
-        text = self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        if self._chat:
+            text = self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        else:
+            text = raw_prompt(conversation)
         around_audio = text.split(self._audio_token)
         if len(around_audio) != len(clips) + 1:
             raise ValueError(f"the prompt has {len(around_audio) - 1} audio markers for {len(clips)} clips")

@@ -4,6 +4,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from server.api.errors import bad_request
 from server.api.protocol.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -32,6 +33,10 @@ class ChatServing(Endpoint):
         self.model_id = settings.model_id
 
     async def create(self, request: ChatCompletionRequest) -> Answer | EventStream:
+        if self.info.prompt_format == "base":
+            raise bad_request("chat completions need an Instruct checkpoint (Qwen/Qwen2-Audio-7B-Instruct): this "
+                              "server runs the base checkpoint, which transcribes (/v1/audio/transcriptions) and "
+                              "translates (/v1/audio/translations)", param="model", code="model_not_supported")
         conversation, clips = await to_conversation(request.messages, self.media, self.detector)
         prompt = await prepare(self.engine, conversation, clips)
         self.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)

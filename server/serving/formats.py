@@ -56,6 +56,7 @@ class TranscribedClip:
     text: str
     tokens: list[int]
     logprobs: list[Logprob]
+    language: str | None = None  # the language tag the model put before the text (the base checkpoint), as a code
 
 
 # ---- transcriptions and translations -----------------------------------------------------------------
@@ -73,11 +74,17 @@ def transcription(request: TranscriptionRequest, task: str, duration: float, cli
         return Answer(to_srt((s.start, s.end, s.text) for s in segments), media_type)
     if request.response_format == "vtt":
         return Answer(to_vtt((s.start, s.end, s.text) for s in segments), media_type)
-    language = "english" if task == "translate" else (language_name(request.language or "") or "unknown").lower()
+    language = "english" if task == "translate" else _spoken_language(request, clips)
     return Answer(VerboseTranscription(
         task=task, language=language, duration=round(duration, 3), text=text, segments=segments,
         usage=DurationUsage(seconds=round(duration, 3)),
     ).model_dump())
+
+
+def _spoken_language(request: TranscriptionRequest, clips: list[TranscribedClip]) -> str:
+    """The language the request names, else the one the model named (its tag on the first clip that has one)."""
+    named = request.language or next((clip.language for clip in clips if clip.language), "")
+    return (language_name(named) or "unknown").lower()
 
 
 def join_texts(texts: list[str]) -> str:

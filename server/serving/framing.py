@@ -16,7 +16,9 @@ and every stream. Taken off, at the start of an answer only and only whole:
   - "Context and spellings to follow:": this server's own instruction for the `prompt` field, repeated.
 - then quotes around all of the rest ('', "", ‘’, “”, 「」, 『』); a period after the closing one stays;
 - a language label in brackets or before a colon ("[English]", "English:", "中文：") of the language asked for;
-- the request's `prompt` (three words or more), when the answer starts by repeating it.
+- the request's `prompt` (three words or more), when the answer starts by repeating it;
+- a language tag such as `<|en|>`, which the base checkpoint writes before its text when its prompt leaves the
+  spoken language to it (the tag's language is kept: `language`).
 An answer that is all one quotation, with no lead, loses its quotes too; one that only starts with a quotation
 keeps it.
 """
@@ -25,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 _COLON = r"\s*[:：]\s*"
+_TAG = r"<\|([a-z]{2,3}(?:-[a-z0-9]+)?)\|>\s*"  # <|en|>, <|yue|>: the tags Qwen-Audio's prompts name languages by
 _LEADS = (
     "the original content of this audio is", "the original content of the audio is",
     "the speech transcribed verbatim is", "the transcription of the audio is", "the audio transcription is",
@@ -68,6 +71,7 @@ class FrameStripper:
         self._frame: Frame | None = None
         self._given = 0  # characters given out, counted from the frame's start
         self._closing_at: int | None = None  # where the closing quote that was taken off stood
+        self.language: str | None = None  # the code of a language tag taken off
 
     def push(self, delta: str) -> str:
         self._text += delta
@@ -144,6 +148,12 @@ class FrameStripper:
         body = text.lstrip()
         skipped = len(text) - len(body)
         lowered = body.lower()
+        tag = re.match(_TAG, lowered)
+        if tag:
+            self.language = tag.group(1)
+            return skipped + tag.end()
+        if re.fullmatch(r"<(\|[a-z0-9-]*\|?)?", lowered):
+            return None
         for pattern in self._patterns():
             match = re.match(pattern, lowered)
             if match:

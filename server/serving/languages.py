@@ -27,3 +27,9 @@ def language_name(code: str) -> str | None:
     if key in LANGUAGES:
         return LANGUAGES[key]
     return next((name for name in LANGUAGES.values() if name.lower() == key), None)
+
+
+def language_code(value: str) -> str | None:
+    """'English' or 'en' -> 'en'; None when unknown."""
+    name = language_name(value)
+    return next((code for code, known in LANGUAGES.items() if known == name), None) if name else None

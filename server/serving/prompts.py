@@ -12,7 +12,7 @@ from server.api.protocol.chat import ChatMessage
 from server.audio.chunking import contiguous_spans
 from server.audio.vad import SpeechDetector
 from server.engine.conversation import audio_part, message, text_part
-from server.serving.languages import language_name
+from server.serving.languages import language_code, language_name
 from server.serving.media import MediaPolicy, part_audio
 
 Task = Literal["transcribe", "translate"]
@@ -20,8 +20,13 @@ Task = Literal["transcribe", "translate"]
 TRANSCRIBE_INSTRUCTION = "Transcribe the speech in this audio word for word. Reply with the transcript only."
 
 
-def instruction(request: TranscriptionRequest, task: Task) -> str:
-    """The natural-language instruction the instruct model gets after the audio."""
+def instruction(request: TranscriptionRequest, task: Task, base: bool = False) -> str:
+    """What the model gets after the audio: a natural-language instruction for an Instruct checkpoint; for the base
+    checkpoint the task prompts of the official evaluation (QwenLM/Qwen2-Audio eval_audio: "Detect the language and
+    recognize the speech: <|en|>", "... translate the speech into German: <|en|>"), the spoken language's tag
+    given when the request names it and otherwise left for the model to write (`prompt` has no place there)."""
+    if base:
+        return _base_instruction(request, task)
     if task == "transcribe":
         text = TRANSCRIBE_INSTRUCTION
         if request.language:
@@ -32,6 +37,15 @@ def instruction(request: TranscriptionRequest, task: Task) -> str:
     if request.prompt:
         text += f" Context and spellings to follow: {request.prompt}"
     return text
+
+
+def _base_instruction(request: TranscriptionRequest, task: Task) -> str:
+    spoken = language_code(_language(request.language, "language")) if request.language else None
+    tag = f" <|{spoken}|>" if spoken else ""
+    if task == "transcribe":
+        return f"Detect the language and recognize the speech:{tag}"
+    target = _language(request.target_language, "target_language") if request.target_language else "English"
+    return f"Detect the language and translate the speech into {target}:{tag}"
 
 
 def answer_language(request: TranscriptionRequest, task: Task) -> str | None:

@@ -31,7 +31,7 @@ from server.serving.formats import Answer, EventStream, TranscribedClip, sse, ss
 from server.serving.framing import FrameStripper
 from server.serving.generation import Completion, Endpoint, engine_failed, output_budget, prepare, submit, timed_out
 from server.serving.media import UploadClips
-from server.serving.prompts import TRANSCRIBE_INSTRUCTION, Task, answer_language, instruction
+from server.serving.prompts import Task, answer_language, instruction
 
 # A transcript holds a few tokens per second of speech; a cap well above that stops runaway repetition loops.
 TOKENS_PER_SECOND_CAP = 16
@@ -47,16 +47,16 @@ class ClipRequest:
     audio_tokens: int
     stream: RequestStream
 
-    def transcribed(self, completion: Completion, text: str, frame: list[tuple[int, int]],
+    def transcribed(self, completion: Completion, text: str, frame: FrameStripper,
                     end_ids: frozenset[int]) -> TranscribedClip:
         """What is kept once it is done: not its stream, whose prompt holds the audio features (~1.5 MB). `text` is
-        the answer without its frame, whose character ranges `frame` lists: their tokens leave too, as do the end
-        ids, so that `tokens` and `logprobs` hold the text returned."""
-        kept = [i for i in completion.tokens_outside(frame) if completion.token_ids[i] not in end_ids]
+        the answer without the `frame` that came off it: the frame's tokens leave too, as do the end ids, so that
+        `tokens` and `logprobs` hold the text returned."""
+        kept = [i for i in completion.tokens_outside(frame.removed()) if completion.token_ids[i] not in end_ids]
         logprobs = [completion.logprobs[i] for i in kept] if completion.logprobs else []
         return TranscribedClip(self.span.start / SAMPLE_RATE, self.span.end / SAMPLE_RATE, self.span.speech,
                                self.input_tokens, self.audio_tokens, len(completion.token_ids), text,
-                               [completion.token_ids[i] for i in kept], logprobs)
+                               [completion.token_ids[i] for i in kept], logprobs, frame.language)
 
 
 class TranscriptionServing(Endpoint):
@@ -72,7 +72,9 @@ class TranscriptionServing(Endpoint):
         """KV-cache tokens one 30 s transcription takes at most: its real prompt (audio, chat template and
         instruction) plus --default-max-tokens."""
         silence = np.zeros(MAX_CLIP_SAMPLES, np.float32)
-        prompt = await prepare(self.engine, audio_question(TRANSCRIBE_INSTRUCTION), [silence])
+        request = TranscriptionRequest(model="-")
+        question = instruction(request, "transcribe", base=self.info.prompt_format == "base")
+        prompt = await prepare(self.engine, audio_question(question), [silence])
         return prompt.num_tokens + self.default_max_tokens
 
     async def create(self, request: TranscriptionRequest, audio: BinaryIO, task: Task) -> Answer | EventStream:
@@ -108,7 +110,7 @@ class TranscriptionServing(Endpoint):
                 async for delta in _unframed(clip.stream, completion, frame):
                     yield (" " if not text and said else "") + delta
                     text, said = text + delta, True
-                yield clip.transcribed(completion, text, frame.removed(), self.end_ids)
+                yield clip.transcribed(completion, text, frame, self.end_ids)
                 clip = await anext(submitted, None)
         finally:
             await submitted.aclose()
@@ -141,7 +143,7 @@ class TranscriptionServing(Endpoint):
                          upload: UploadClips) -> AsyncIterator[ClipRequest]:
         """Submitted clips in order, each as soon as it is submitted, while a task keeps cutting and submitting the
         next ones: at most `window` clips of this upload are in the engine (a slot frees when the caller moves on)."""
-        conversation = audio_question(instruction(request, task))
+        conversation = audio_question(instruction(request, task, base=self.info.prompt_format == "base"))
         slots = asyncio.Semaphore(self.window)
         queue: asyncio.Queue[ClipRequest | Exception | None] = asyncio.Queue()
 
