@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -112,16 +113,34 @@ def _ours(model_dir: str, requests, levels: list[int], args, out: Path) -> list[
 
 def _transformers_serve(model_dir: str, requests, level: int, args, out: Path) -> list[dict]:
     port = free_port()
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_dir, "--port", str(port),
+    served = _with_default_template(model_dir, out / "transformers-serve-model")
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(served), "--port", str(port),
                "--host", "127.0.0.1"]
     try:
         with ServerProcess(command, f"http://127.0.0.1:{port}", "/health", out / "transformers-serve.log") as server:
             logger.info("transformers serve: %d requests at concurrency %d", len(requests), level)
-            run = asyncio.run(run_load(server.base_url, model_dir, requests, args.output_tokens, level, "transformers"))
+            run = asyncio.run(run_load(server.base_url, str(served), requests, args.output_tokens, level, "transformers"))
             return [figures("transformers serve", level, run, server.peak_rss, None, args.output_tokens)]
     except RuntimeError as exc:  # it may refuse the model or the request: report that, do not invent a number
         logger.warning("transformers serve could not be measured: %s", exc)
         return []
+
+
+def _with_default_template(model_dir: str, folder: Path) -> Path:
+    """The model's files (linked, not copied) with transformers' built-in Qwen2-Audio chat template in place of the
+    checkpoint's own. transformers serve turns an OpenAI audio part into {"type": "audio", "url": ...}, which the
+    published checkpoint's template does not render (it tests 'audio' in content or 'audio_url' in content): every
+    audio request would fail. The weights and so the compute are the same."""
+    from transformers import Qwen2AudioProcessor
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for path in Path(model_dir).iterdir():
+        if path.name not in ("chat_template.json", "chat_template.jinja"):
+            (folder / path.name).symlink_to(path.resolve())
+    (folder / "chat_template.jinja").write_text(Qwen2AudioProcessor.default_chat_template.fget(None))
+    return folder
 
 
 class _ChildPeak:

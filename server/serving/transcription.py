@@ -50,9 +50,11 @@ class ClipRequest:
     def transcribed(self, completion: Completion, text: str, frame: FrameStripper,
                     end_ids: frozenset[int]) -> TranscribedClip:
         """What is kept once it is done: not its stream, whose prompt holds the audio features (~1.5 MB). `text` is
-        the answer without the `frame` that came off it: the frame's tokens leave too, as do the end ids, so that
-        `tokens` and `logprobs` hold the text returned."""
-        kept = [i for i in completion.tokens_outside(frame.removed()) if completion.token_ids[i] not in end_ids]
+        the answer without the `frame` that came off it: the frame's tokens leave too, as does the end id that ended
+        the answer, so that `tokens` and `logprobs` hold the text returned."""
+        last = len(completion.token_ids) - 1
+        kept = [i for i in completion.tokens_outside(frame.removed())
+                if not (i == last and completion.token_ids[i] in end_ids and completion.finish_reason == "stop")]
         logprobs = [completion.logprobs[i] for i in kept] if completion.logprobs else []
         return TranscribedClip(self.span.start / SAMPLE_RATE, self.span.end / SAMPLE_RATE, self.span.speech,
                                self.input_tokens, self.audio_tokens, len(completion.token_ids), text,

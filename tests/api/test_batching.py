@@ -3,6 +3,7 @@
 import asyncio
 
 from server.audio.decode import decode_audio
+from server.engine.conversation import audio_question
 from tests.api.conftest import MODEL, metric
 from tests.api.test_chat import audio_part
 from tests.audio_samples import wav
@@ -46,7 +47,7 @@ async def test_concurrent_greedy_requests_join_the_batch_and_stay_token_identica
     for i, response in enumerate(responses):
         seconds, prompt, max_tokens, _ = WORKLOAD[i]
         if seconds:
-            conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": prompt}]}]
+            conversation = audio_question(prompt)
             expected, n_tokens = reference(conversation, [decode_audio(clips[i])], max_tokens)
         else:
             expected, n_tokens = reference([{"role": "user", "content": prompt}], [], max_tokens)

@@ -28,7 +28,7 @@ async def test_audio_question_matches_generate(client, reference):
         model=MODEL, max_tokens=24, temperature=0,
         messages=[{"role": "user", "content": [audio_part(audio), {"type": "text", "text": "What is this sound?"}]}],
     )
-    conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": "What is this sound?"}]}]
+    conversation = audio_question("What is this sound?")
     expected, n_tokens = reference(conversation, [decode_audio(audio)], 24)
     choice = response.choices[0]
     assert choice.message.role == "assistant" and choice.message.content == expected
@@ -60,7 +60,7 @@ async def test_several_clips_turns_and_a_system_prompt(client, reference):
     response = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
     conversation = [
         {"role": "system", "content": "You listen carefully."},
-        {"role": "user", "content": [{"type": "audio"}, {"type": "audio"}, {"type": "text", "text": "Compare them."}]},
+        *audio_question("Compare them.", clips=2),
         {"role": "assistant", "content": "The second is longer."},
         {"role": "user", "content": "Which one is louder?"},
     ]
@@ -88,7 +88,7 @@ async def test_long_audio_becomes_consecutive_clips_cut_at_pauses(client, refere
     decoded = decode_audio(audio)
     clips = [decoded[s.start : s.end] for s in contiguous_spans(decoded, app.state.chat.detector)]
     assert len(clips) == 3 and sum(c.shape[0] for c in clips) == decoded.shape[0], "nothing dropped"
-    conversation = [{"role": "user", "content": [{"type": "audio"}] * 3 + [{"type": "text", "text": "Summarize."}]}]
+    conversation = audio_question("Summarize.", clips=3)
     expected, _ = reference(conversation, clips, 8)
     assert response.choices[0].message.content == expected
 
@@ -170,8 +170,18 @@ async def test_logprobs(client):
 
 
 async def test_unset_sampling_fields_follow_the_models_generation_config(client, reference):
-    # The tiny model's generation_config.json says do_sample=false, so a request without temperature is greedy.
-    response = await client.chat.completions.create(model=MODEL, max_tokens=20,
-                                                    messages=[{"role": "user", "content": "defaults"}])
-    expected, _ = reference([{"role": "user", "content": "defaults"}], [], 20)
-    assert response.choices[0].message.content == expected
+    """The tiny model's generation_config.json is the Instruct checkpoint's: it samples at temperature 0.7 with
+    top_k 20, top_p 0.5 and repetition penalty 1.1. A request that leaves them out gets exactly those."""
+    messages = [{"role": "user", "content": [audio_part(wav(1.0, seed=17)), {"type": "text", "text": "defaults"}]}]
+    unset = await client.chat.completions.create(model=MODEL, max_tokens=20, seed=7, messages=messages)
+    spelled = await client.chat.completions.create(
+        model=MODEL, max_tokens=20, seed=7, messages=messages, temperature=0.7, top_p=0.5,
+        extra_body={"top_k": 20, "repetition_penalty": 1.1})
+    assert unset.choices[0].message.content == spelled.choices[0].message.content
+    other = await client.chat.completions.create(model=MODEL, max_tokens=20, seed=7, messages=messages,
+                                                 temperature=1.0, top_p=1.0)
+    assert other.choices[0].message.content != unset.choices[0].message.content
+    # greedy (temperature 0) still takes the checkpoint's repetition penalty, as generate(do_sample=False) does
+    greedy = await client.chat.completions.create(model=MODEL, max_tokens=20, temperature=0, messages=messages)
+    expected, _ = reference(audio_question("defaults"), [decode_audio(wav(1.0, seed=17))], 20)
+    assert greedy.choices[0].message.content == expected

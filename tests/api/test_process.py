@@ -139,7 +139,7 @@ def test_tiny_model_command_writes_a_loadable_snapshot(tmp_path):
     out = subprocess.run([sys.executable, "-m", "server", "tiny-model", str(tmp_path / "m")],
                          capture_output=True, text=True, check=True)
     assert "serve --model" in out.stdout
-    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "RANDOM_WEIGHTS"} <= {
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.json", "RANDOM_WEIGHTS"} <= {
         p.name for p in (tmp_path / "m").iterdir()}
 
 

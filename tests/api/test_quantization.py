@@ -76,7 +76,9 @@ def forced_agreement(model: LoadedModel, answers: list[list[int]]) -> float:
     prompt and the answer so far: one prefill row per position, through the runner's real prefill path (the
     answer so far goes in as tokens already generated, as a preempted request resumes)."""
     hits = total = 0
-    greedy = SamplingParams(max_tokens=1, temperature=0.0)
+    # greedy, with the checkpoint's repetition penalty, as the served transcriptions decoded
+    greedy = SamplingParams(max_tokens=1, temperature=0.0,
+                            repetition_penalty=model.info.sampling_defaults["repetition_penalty"])
     for (seconds, seed), answer in zip(CLIPS, answers):
         # as the route builds it
         prompt = model.processor.prepare(audio_question(TRANSCRIBE_INSTRUCTION), [tone(seconds, seed)[0]])

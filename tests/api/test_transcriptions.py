@@ -8,6 +8,7 @@ import webvtt
 
 from server.api.protocol.audio import TranscriptionRequest
 from server.audio.decode import decode_audio
+from server.engine.conversation import audio_question
 from server.serving.prompts import instruction
 from tests.api.conftest import MODEL, metric
 from tests.audio_samples import encode, tone, wav
@@ -15,7 +16,7 @@ from tests.speech import requires_espeak, speech_track
 
 
 def _transcribe_conversation(text: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": text}]}]
+    return audio_question(text)
 
 
 async def test_json_matches_generate_and_reports_usage(client, reference):

@@ -3,7 +3,8 @@
 import torch
 from transformers import Qwen2AudioForConditionalGeneration
 
-from server.tiny_model import preset_config, train_tokenizer
+from server.tiny_model import preset_config
+from server.tiny_tokenizer import train_tokenizer
 
 
 def test_full_preset_is_the_published_7b_architecture():

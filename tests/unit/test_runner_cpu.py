@@ -4,7 +4,8 @@ import torch
 from transformers import Qwen2AudioForConditionalGeneration
 
 from server.runner.cpu import OneDnnLinear, StepThreads, can_pack, pack_linears
-from server.tiny_model import preset_config, train_tokenizer
+from server.tiny_model import preset_config
+from server.tiny_tokenizer import train_tokenizer
 
 
 def test_a_packed_linear_computes_what_nn_linear_does():
