@@ -1,21 +1,16 @@
 """The base checkpoint (Qwen/Qwen2-Audio-7B): transcriptions and translations with the official evaluation's task
 prompts and no chat template, the language the model names reported, and chat refused with a clear 400."""
 
-from contextlib import asynccontextmanager
 
-import httpx
 import openai
 import pytest
 import torch
-from openai import AsyncOpenAI
 from transformers import AutoProcessor, AutoTokenizer, Qwen2AudioForConditionalGeneration
 
-from server.app import create_app
 from server.audio.decode import decode_audio
-from server.config import Settings
 from server.runner.loader import LoadConfig, load_model
 from server.tiny_model import write_tiny_model
-from tests.api.conftest import MODEL
+from tests.api.conftest import MODEL, sdk_for
 from tests.audio_samples import wav
 from tests.scripted import scripted
 
@@ -30,14 +25,6 @@ def base_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def base_model(base_dir):
     return load_model(LoadConfig(base_dir))
-
-
-@asynccontextmanager
-async def sdk(model_dir: str, model):
-    app = create_app(Settings(model=model_dir, served_model_name=MODEL), model)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-            yield AsyncOpenAI(base_url="http://test/v1", api_key="-", http_client=http, max_retries=0)
 
 
 def test_the_prompt_format_follows_the_checkpoint(base_model, base_dir, tiny_model_dir):
@@ -56,7 +43,7 @@ def test_the_prompt_format_follows_the_checkpoint(base_model, base_dir, tiny_mod
 ])
 async def test_the_official_evaluation_prompts_with_no_chat_template(base_model, base_dir, task, options, prompt):
     model = scripted(base_model, base_dir, lambda p, n: "Hello there.")
-    async with sdk(base_dir, model) as client:
+    async with sdk_for(base_dir, model) as (client, _):
         create = client.audio.transcriptions.create if task == "transcribe" else client.audio.translations.create
         await create(model=MODEL, file=("a.wav", wav(1.0, seed=1)), **options)
     text = AutoTokenizer.from_pretrained(base_dir).decode(model.runner.prompts[-1].token_ids)
@@ -66,7 +53,7 @@ async def test_the_official_evaluation_prompts_with_no_chat_template(base_model,
 
 async def test_the_language_the_model_names_is_reported_and_its_tag_is_not(base_model, base_dir):
     model = scripted(base_model, base_dir, lambda p, n: "<|de|>Guten Morgen zusammen.")
-    async with sdk(base_dir, model) as client:
+    async with sdk_for(base_dir, model) as (client, _):
         named = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav(1.0, seed=2)),
                                                          response_format="verbose_json")
         asked = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav(1.0, seed=2)),
@@ -77,7 +64,7 @@ async def test_the_language_the_model_names_is_reported_and_its_tag_is_not(base_
 
 
 async def test_chat_needs_the_instruct_checkpoint(base_model, base_dir):
-    async with sdk(base_dir, base_model) as client:
+    async with sdk_for(base_dir, base_model) as (client, _):
         with pytest.raises(openai.BadRequestError) as caught:
             await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert caught.value.body["code"] == "model_not_supported" and "Instruct" in caught.value.body["message"]
@@ -86,7 +73,7 @@ async def test_chat_needs_the_instruct_checkpoint(base_model, base_dir):
 async def test_a_base_transcription_is_what_generate_makes_of_the_raw_prompt(base_model, base_dir):
     """Through the real runner: greedy tokens equal model.generate on the same raw prompt (float32)."""
     audio = wav(2.0, seed=3)
-    async with sdk(base_dir, base_model) as client:
+    async with sdk_for(base_dir, base_model) as (client, _):
         result = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", audio), language="en",
                                                           response_format="verbose_json")
     processor = AutoProcessor.from_pretrained(base_dir)

@@ -3,17 +3,12 @@ the no-system template evaluation harnesses install). The server renders every r
 
 import base64
 import shutil
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
-from openai import AsyncOpenAI
 from transformers import AutoTokenizer
 
-from server.app import create_app
-from server.config import Settings
 from server.runner.loader import LoadConfig, load_model
-from tests.api.conftest import MODEL
+from tests.api.conftest import MODEL, sdk_for
 from tests.audio_samples import wav
 from tests.fixtures import NO_SYSTEM_CHAT_TEMPLATE
 from tests.scripted import scripted
@@ -28,18 +23,10 @@ def finetune_dir(tiny_model_dir, tmp_path_factory) -> str:
     return str(folder)
 
 
-@asynccontextmanager
-async def sdk(model_dir: str, model):
-    app = create_app(Settings(model=model_dir, served_model_name=MODEL), model)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-            yield AsyncOpenAI(base_url="http://test/v1", api_key="-", http_client=http, max_retries=0)
-
-
 async def test_requests_go_through_the_fine_tunes_own_template(finetune_dir):
     model = scripted(load_model(LoadConfig(finetune_dir)), finetune_dir, lambda prompt, n: "Fine.")
     clip = base64.b64encode(wav(1.0, seed=1)).decode()
-    async with sdk(finetune_dir, model) as client:
+    async with sdk_for(finetune_dir, model) as (client, _):
         await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav(2.0, seed=2)))
         await client.chat.completions.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": clip, "format": "wav"}},
@@ -53,7 +40,7 @@ async def test_requests_go_through_the_fine_tunes_own_template(finetune_dir):
 
 
 async def test_the_real_runner_serves_it(finetune_dir):
-    async with sdk(finetune_dir, load_model(LoadConfig(finetune_dir))) as client:
+    async with sdk_for(finetune_dir, load_model(LoadConfig(finetune_dir))) as (client, _):
         result = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav(1.5, seed=3)),
                                                           response_format="verbose_json")
         reply = await client.chat.completions.create(model=MODEL, max_tokens=4, temperature=0, messages=[

@@ -6,19 +6,15 @@ driven through the OpenAI SDK.
 """
 
 import json
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 import srt
 import webvtt
 from openai import AsyncOpenAI
 from transformers import AutoTokenizer
 
-from server.app import create_app
-from server.config import Settings
 from server.runner.loader import LoadConfig, load_model
-from tests.api.conftest import MODEL
+from tests.api.conftest import MODEL, sdk_for
 from tests.audio_samples import encode, wav
 from tests.scripted import scripted
 from tests.speech import requires_espeak, speech_track
@@ -39,14 +35,9 @@ def tokenizer(tiny_model_dir):
 
 @pytest.fixture
 def answering(loaded, tiny_model_dir):
-    @asynccontextmanager
-    async def serve(answer):
+    def serve(answer):
         model = scripted(loaded, tiny_model_dir, answer if callable(answer) else lambda prompt, n: answer)
-        app = create_app(Settings(model=tiny_model_dir, served_model_name=MODEL, max_batch_size=4), model)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as http:
-                yield AsyncOpenAI(base_url="http://test/v1", api_key="-", http_client=http, max_retries=0), http
+        return sdk_for(tiny_model_dir, model, max_batch_size=4)
     return serve
 
 
