@@ -2,7 +2,7 @@
 
 The engine schedules; it never sees a tensor. What it needs from the model is narrow:
 - a `ModelRunner` (the model thread): prefill these requests into the running batch, decode one step for every
-  row, release these rows. The runner keeps the batch (KV cache, sampling state) itself, keyed by request id, so
+  row, release these rows. The runner keeps the batch (KV cache, sampling state) itself, keyed by sequence id, so
   no row order is shared between the two sides.
 - a `Processor` (the prep thread): a conversation and its audio clips -> a tokenized `Prompt` with features.
 - a `Detokenizer` (the event loop): token ids -> text.

@@ -80,7 +80,8 @@ def load_model(config: LoadConfig) -> LoadedModel:
         max_model_len=text.max_position_embeddings,
         audio_tokens_per_second=audio_tokens_per_second(extractor),
         sampling_defaults=MappingProxyType(_sampling_defaults(model.generation_config)),
-        eos_token_ids=eos_token_ids, prompt_format=prompt_format, random_weights=random_weights, weights_bytes=weights, kv_bytes_per_token=kv_bytes,
+        eos_token_ids=eos_token_ids, prompt_format=prompt_format, random_weights=random_weights,
+        weights_bytes=weights, kv_bytes_per_token=kv_bytes,
         kv_budget_tokens=_kv_budget(config, runner, processor, weights, kv_bytes, text.max_position_embeddings),
         device=_device_name(device), dtype=str(dtype).removeprefix("torch."), quantization_backend=backend,
     )
