@@ -101,18 +101,9 @@ class BatchSampler:
 
     @staticmethod
     def _sample_row(logits: torch.Tensor, p: SamplingParams, generator: torch.Generator | None) -> int:
-        logits = (logits - logits.max()) / p.temperature  # <= 0 everywhere: no overflow however small p.temperature
-        if p.top_k > 0:
-            kth = torch.topk(logits, min(p.top_k, logits.shape[-1])).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        if p.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            outside = torch.cumsum(sorted_probs, -1) - sorted_probs > p.top_p  # keep the token that crosses top_p
-            probs = probs.scatter(0, order, sorted_probs.masked_fill(outside, 0.0))
-        if p.min_p > 0.0:
-            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-        return int(torch.multinomial(probs, 1, generator=generator))
+        probs, ids = _candidates(logits, p)
+        choice = int(torch.multinomial(probs, 1, generator=generator))
+        return int(ids[choice]) if ids is not None else choice
 
     def _logprobs(self, logits: torch.Tensor, token_ids: torch.Tensor) -> list[TokenLogprob | None]:
         wanted = [i for i, p in enumerate(self.params) if p.logprobs is not None]
@@ -126,6 +117,31 @@ class BatchSampler:
             token = int(token_ids[i])
             out[i] = TokenLogprob(token, float(logprobs[row, token]), alternatives)
         return out
+
+
+def _candidates(logits: torch.Tensor, p: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One row's sampling distribution as transformers' warpers make it (temperature, top_k, top_p, min_p): the
+    probabilities of the tokens that may be drawn and their ids (None: all of them, in vocabulary order).
+
+    With a top_k the top_k best are taken first and everything else runs over them alone: the checkpoint's top_k=20
+    keeps top_p's sort and the draw off the other 156,012 rows of the vocabulary, which on a CPU cost more than
+    the decode step itself. Equal logits at the k-th place are kept, as transformers keeps them.
+    """
+    vocab = logits.shape[-1]
+    ids = None
+    if 0 < p.top_k < vocab:
+        kth = torch.topk(logits, p.top_k).values[-1]
+        ids = torch.nonzero(logits >= kth).squeeze(-1)
+        logits = logits[ids]
+    if p.top_p < 1.0:  # sorted, so the nucleus is a prefix
+        logits, order = torch.sort(logits, descending=True)
+        ids = order if ids is None else ids[order]
+    probs = torch.softmax((logits - logits.max()) / p.temperature, dim=-1)  # <= 0: no overflow however small p.temperature
+    if p.top_p < 1.0:
+        probs = probs.masked_fill(torch.cumsum(probs, -1) - probs > p.top_p, 0.0)  # keep the token that crosses top_p
+    if p.min_p > 0.0:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+    return probs, ids
 
 
 def _finite(logits: torch.Tensor) -> torch.Tensor:
