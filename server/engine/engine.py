@@ -76,6 +76,7 @@ class Engine:
         """Warm up (one short request through every path, so the first real one pays no lazy init), then serve."""
         await self._run(self._runner.run_probe, await self._prep(self._processor.probe_prompt))
         self._loop_task = asyncio.create_task(self._loop(), name="engine-loop")
+        self._loop_task.add_done_callback(self._loop_ended)
         self.ready = True
 
     async def stop(self) -> None:
@@ -113,10 +114,9 @@ class Engine:
         if len(self._waiting) >= self.config.max_queue:
             raise QueueFullError(f"{len(self._waiting)} requests are already waiting; retry shortly")
         if not self.scheduler.fits_alone(seq):
-            raise RequestTooLargeError(
-                f"the request needs {seq.max_total_tokens} tokens of KV cache (prompt plus max_tokens); this server's "
-                f"budget is {self.scheduler.kv_budget_tokens}: lower max_tokens or send shorter audio"
-            )
+            raise RequestTooLargeError(f"the request needs {seq.max_total_tokens} tokens of KV cache (prompt plus max_tokens); "
+                                       f"this server's budget is {self.scheduler.kv_budget_tokens}: lower max_tokens "
+                                       "or send shorter audio")
         self._waiting.append(seq)
         self._arrived.set()
         return RequestStream(seq)
@@ -137,11 +137,18 @@ class Engine:
             self._heap.worked()
             if self._heap.due():
                 await self._run(self._heap.trim)  # on the model thread, between steps
-        logger.critical("%d model steps failed in a row, and so did a probe request: the engine stops and readiness "
-                        "turns false", self._failures)
+        logger.critical("%d model steps failed in a row, then a probe request: the engine stops", self._failures)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """Unless stop() ended the loop: readiness turns false, and what it held is answered rather than left waiting."""
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            logger.critical("the engine loop stopped on an unexpected error; readiness turns false", exc_info=exc)
         self.ready = False
-        for seq in self._waiting:
-            seq.fail(EngineError("the engine has stopped after repeated model failures"))
+        for seq in [*self._running.values(), *self._joining, *self._waiting]:  # those that ended ignore it
+            seq.fail(EngineError(f"the engine stopped on an internal error ({type(exc).__name__})" if exc else
+                                 "the engine has stopped after repeated model failures"))
         self._waiting.clear()
 
     async def _fail(self, carried: list[Sequence], exc: Exception) -> None:
@@ -172,7 +179,6 @@ class Engine:
 
     async def _wait_for_requests(self) -> None:
         """Idle until a request arrives, then give its burst batch_wait_s to arrive too, so they prefill together.
-
         Idle for IDLE_TRIM_S after some work, the heap's free memory goes back to the system."""
         while not self._waiting:
             self._arrived.clear()

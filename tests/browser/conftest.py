@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_lifecycle import start
+from tests.api.test_lifecycle import output, start
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +43,8 @@ def serving(model_dir: str, *flags: str) -> Iterator[str]:
         yield base
     finally:
         process.terminate()
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
+        process.wait(timeout=30)
+    assert process.returncode == 0, output(process)
 
 
 @pytest.fixture(scope="session")

@@ -252,6 +252,27 @@ async def test_a_model_that_keeps_failing_stops_the_engine_and_fails_what_waits(
         await engine.stop()
 
 
+async def test_a_bug_that_ends_the_loop_fails_its_requests_and_readiness_instead_of_hanging(model, runner):
+    engine = await started(model, max_batch_size=1)
+    running = engine.submit(prompt(1), LONG)
+    await running.__anext__()
+    waiting = engine.submit(prompt(2), GREEDY)
+
+    def broken() -> None:  # outside the per-step guard: a bug there would otherwise end the loop silently
+        raise RuntimeError("simulated: a bug in the loop's own bookkeeping")
+
+    try:
+        with replaced(engine._heap, "worked", lambda real: broken()):
+            for stream in (running, waiting):
+                with pytest.raises(EngineError, match="internal error"):
+                    await asyncio.wait_for(run_to_end(stream), 10)
+        assert not engine.ready
+        with pytest.raises(EngineError, match="not running"):
+            engine.submit(prompt(3), GREEDY)
+    finally:
+        await engine.stop()
+
+
 async def test_a_batch_lost_while_rows_join_fails_every_request_in_it(engine, runner):
     running = engine.submit(prompt(1), LONG)
     await running.__anext__()
