@@ -133,7 +133,7 @@ OUT_OF_RANGE = [
     ("max_tokens", -5), ("max_tokens", 10**9), ("max_completion_tokens", 0), ("n", 0), ("n", 5),
     ("presence_penalty", 3), ("frequency_penalty", -2.5), ("top_logprobs", 21), ("seed", 2**70), ("top_k", -2),
     ("min_p", 1.5), ("repetition_penalty", 0), ("repetition_penalty", 11), ("min_tokens", -1),
-    ("temperature", "hot"), ("max_tokens", "many"), ("stream", "maybe"), ("stop", 12), ("logprobs", "yes"),
+    ("temperature", "hot"), ("max_tokens", "many"), ("max_tokens", 3.5), ("stream", "maybe"), ("stop", 12), ("logprobs", "yes"),
 ]
 
 CHAT_CASES = [(f"{field}={value!r}", _chat(**{field: value}), BAD) for field, value in OUT_OF_RANGE] + [
@@ -179,6 +179,12 @@ async def test_sampling_settings_at_the_edges_of_their_ranges_are_served(http, e
     response = await http.post("/v1/chat/completions", json=_chat(**{"max_tokens": 6, "seed": 1, **extra}))
     assert response.status_code == 200, (extra, response.text[:300])
     assert response.json()["usage"]["completion_tokens"] >= 1
+
+
+async def test_a_whole_float_token_count_is_that_many_tokens(http):
+    """JSON has one kind of number: 3.0 tokens are 3 (and 3.5 a 400, above). The fuzz test met 6082.0 this way."""
+    response = await http.post("/v1/chat/completions", json=_chat(max_tokens=3.0, ignore_eos=True))
+    assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 3
 
 
 RAW_CASES = [
