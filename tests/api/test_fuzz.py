@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.api.conftest import MODEL
-from tests.api.test_lifecycle import output, start
+from tests.servers import output, start
 
 MAX_EXAMPLES = 60  # per operation
 

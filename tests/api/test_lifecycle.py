@@ -2,9 +2,6 @@
 
 import asyncio
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 
 import httpx
@@ -12,35 +9,9 @@ import psutil
 import pytest
 
 from tests.api.conftest import MODEL
-from tests.api.test_process import _free_port, _metric
+from tests.api.test_process import _metric
 from tests.audio_samples import wav
-
-
-def start(model_dir: str, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: one nobody reads would block a server that logs a lot
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", MODEL,
-         "--port", str(port), "--log-level", "warning", *flags],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    process.log = log
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, output(process)
-        time.sleep(0.2)
-    raise AssertionError("the server did not become ready")
-
-
-def output(process: subprocess.Popen) -> str:
-    """What a server from `start` has printed so far."""
-    process.log.seek(0)
-    return process.log.read()
+from tests.servers import start
 
 
 async def _stream_to_the_end(http: httpx.AsyncClient, started: asyncio.Event, counter: list) -> str:

@@ -12,9 +12,9 @@ import webvtt
 from openai import AsyncOpenAI
 
 from tests.api.conftest import MODEL
-from tests.api.test_lifecycle import start as start_server
 from tests.api.test_process import _metric
 from tests.audio_samples import encode
+from tests.servers import start as start_server
 from tests.speech import flac, requires_espeak, speech_track
 
 pytestmark = requires_espeak

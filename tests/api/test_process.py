@@ -2,10 +2,8 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
@@ -15,40 +13,21 @@ from openai import AsyncOpenAI
 
 from tests.api.conftest import MODEL
 from tests.audio_samples import wav
+from tests.servers import output, start
 from tests.waiting import eventually
 
 KEY = "test-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--model", tiny_model_dir, "--served-model-name", MODEL,
-         "--port", str(port), "--api-key", KEY, "--max-batch-size", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, process.stdout.read()
-        time.sleep(0.2)
+    process, base = start(tiny_model_dir, "--api-key", KEY, "--max-batch-size", "4", "--log-level", "info")
     yield base
     process.terminate()
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert "RANDOM WEIGHTS" in output and "on cpu in float32" in output
+    process.wait(timeout=30)
+    log = output(process)
+    assert process.returncode == 0, log
+    assert "RANDOM WEIGHTS" in log and "on cpu in float32" in log
 
 
 @pytest_asyncio.fixture

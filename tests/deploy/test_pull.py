@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.servers import free_port
 
 REPO = "tiny-org/tiny-qwen2-audio"
 
@@ -120,7 +121,7 @@ def _tree(folder: Path) -> dict[str, tuple[int, float]]:
 def test_serve_offline_loads_a_hub_id_from_the_cache_and_writes_nothing_there(tiny_model_dir, hf_home):
     put_in_hf_cache(tiny_model_dir, hf_home, REPO)
     before = _tree(hf_home)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "QWEN2_AUDIO_MODEL": REPO,
            "QWEN2_AUDIO_PORT": str(port)}
     process = subprocess.Popen([sys.executable, "-m", "server", "serve"], env=env, stdout=subprocess.PIPE,
@@ -152,12 +153,6 @@ def _healthcheck(port: int) -> subprocess.CompletedProcess:
     script = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
     env = {**os.environ, "QWEN2_AUDIO_HOST": "0.0.0.0", "QWEN2_AUDIO_PORT": str(port)}
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_ready(base: str, process: subprocess.Popen, timeout: float = 120) -> bool:
