@@ -36,6 +36,7 @@ def load(settings: Settings) -> LoadedModel:
         quantization_backend=settings.quantization_backend, quantize_audio_encoder=settings.quantize_audio_encoder,
         prompt_format=settings.prompt_format, kv_cache_tokens=settings.kv_cache_tokens,
         max_batch_size=settings.max_batch_size, memory_utilization=settings.memory_utilization,
+        enforce_eager=settings.enforce_eager,
     ))
 
 

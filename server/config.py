@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     """Most requests decoded together in one batch."""
     batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     """How long the engine waits for more requests to fill a batch once one has arrived."""
+    enforce_eager: bool = True
+    """Run each decode step eagerly. --no-enforce-eager captures the step in CUDA graphs instead (one launch per step, a static-shape step over the KV buffers; on a CPU the same static step runs without graphs). Eager by default until a GPU has run tests/gpu green with graphs (README, GPU)."""
     kv_cache_tokens: int = Field(0, ge=0)
     """KV-cache budget in tokens the scheduler fills (0: what --memory-utilization leaves after the weights and activations)."""
     default_max_tokens: int = Field(1024, ge=1)

@@ -52,7 +52,7 @@ class Engine:
         self._runner, self._processor, self._detokenizer = model.runner, model.processor, model.detokenizer
         self._metrics = metrics
         self._eos = frozenset(model.info.eos_token_ids)
-        self.scheduler = Scheduler(config.max_batch_size, model.info.kv_budget_tokens)
+        self.scheduler = Scheduler(config.max_batch_size, *model.info.kv_layout)
         self._waiting: deque[Sequence] = deque()
         self._arrived = asyncio.Event()
         self._running: dict[int, Sequence] = {}  # by sequence id, in order of admission; the runner holds their rows
@@ -113,10 +113,8 @@ class Engine:
         self._drop_cancelled_waiting()
         if len(self._waiting) >= self.config.max_queue:
             raise QueueFullError(f"{len(self._waiting)} requests are already waiting; retry shortly")
-        if not self.scheduler.fits_alone(seq):
-            raise RequestTooLargeError(f"the request needs {seq.max_total_tokens} tokens of KV cache (prompt plus max_tokens); "
-                                       f"this server's budget is {self.scheduler.kv_budget_tokens}: lower max_tokens "
-                                       "or send shorter audio")
+        if (too_large := self.scheduler.refusal(seq)) is not None:
+            raise RequestTooLargeError(too_large)
         self._waiting.append(seq)
         self._arrived.set()
         return RequestStream(seq)

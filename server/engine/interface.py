@@ -30,9 +30,16 @@ class ModelInfo:
     weights_bytes: int
     kv_bytes_per_token: int
     kv_budget_tokens: int  # KV-cache slots the scheduler may fill (padding included)
+    kv_spare_columns: int  # slots per row the cache holds beyond the row's tokens (room to grow without copying)
+    kv_row_multiple: int  # the cache holds rows in multiples of this (the static decode step's row buckets)
     device: str  # where the model runs, by name: "NVIDIA H200", "CPU, 2 threads"
     dtype: str  # of the weights and activations
     quantization_backend: str | None  # who quantized the weights, if anyone
+
+    @property
+    def kv_layout(self) -> tuple[int, int, int]:
+        """What the scheduler needs to count the cache's slots: budget, spare columns per row, row multiple."""
+        return self.kv_budget_tokens, self.kv_spare_columns, self.kv_row_multiple
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,10 @@ class Scheduler:
     rises again by a row per ROW_CAP_RECOVERY_STEPS good steps.
     """
 
-    def __init__(self, max_batch_size: int, kv_budget_tokens: int) -> None:
+    def __init__(self, max_batch_size: int, kv_budget_tokens: int, spare_columns: int = 0, row_multiple: int = 1) -> None:
         self.max_batch_size = max_batch_size
         self.kv_budget_tokens = kv_budget_tokens
+        self._spare_columns, self._row_multiple = spare_columns, row_multiple
         self.row_cap = max_batch_size
         self._good_steps = 0
 
@@ -38,8 +39,18 @@ class Scheduler:
             if self._good_steps >= ROW_CAP_RECOVERY_STEPS:
                 self.row_cap, self._good_steps = self.row_cap + 1, 0
 
-    def fits_alone(self, request: Schedulable) -> bool:
-        return request.max_total_tokens <= self.kv_budget_tokens
+    def slots(self, rows: int, width: int) -> int:
+        """Cache slots a batch of `rows` rows of `width` tokens holds: each row's spare columns, and rows rounded up
+        to the cache's multiple, count too."""
+        return -(-rows // self._row_multiple) * self._row_multiple * (width + self._spare_columns)
+
+    def refusal(self, request: Schedulable) -> str | None:
+        """Why `request` can never run here (it does not fit the budget even alone), or None."""
+        needs = self.slots(1, request.max_total_tokens)
+        if needs <= self.kv_budget_tokens:
+            return None
+        return (f"the request needs {needs} KV-cache slots (prompt, max_tokens, room to grow); this server's budget "
+                f"is {self.kv_budget_tokens}: lower max_tokens or send shorter audio")
 
     def admit(self, running: list[Schedulable], waiting: deque) -> list:
         """Pop from `waiting` the requests that join now (cancelled ones are popped and returned too, to be dropped)."""
@@ -53,7 +64,7 @@ class Scheduler:
                 admitted.append(waiting.popleft())
                 continue
             new_width = max(width, candidate.max_total_tokens)
-            if (rows + 1) * new_width > self.kv_budget_tokens:
+            if self.slots(rows + 1, new_width) > self.kv_budget_tokens:
                 break
             admitted.append(waiting.popleft())
             rows, width = rows + 1, new_width

@@ -20,7 +20,7 @@ from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.engine.conversation import audio_question
 from server.engine.interface import LoadedModel, ModelInfo
-from server.runner import cpu, memory
+from server.runner import cpu, kv_cache, memory
 from server.runner.detokenizer import HFDetokenizer
 from server.runner.model_runner import Qwen2AudioRunner
 from server.runner.processor import PromptProcessor, audio_tokens_per_second
@@ -50,6 +50,7 @@ class LoadConfig:
     kv_cache_tokens: int = 0  # the KV-cache budget; 0: what memory_utilization leaves after weights and activations
     max_batch_size: int = 16
     memory_utilization: float = 0.9
+    enforce_eager: bool = True  # False: the static-shape decode step, captured in CUDA graphs on CUDA
 
 
 def load_model(config: LoadConfig) -> LoadedModel:
@@ -69,7 +70,9 @@ def load_model(config: LoadConfig) -> LoadedModel:
         logger.info("%d linear layers packed for oneDNN", cpu.pack_linears(model))
 
     eos_token_ids = _eos_ids(model.generation_config, tokenizer)
-    runner = Qwen2AudioRunner(model, device, dtype, tokenizer.pad_token_id, eos_token_ids)
+    static = not config.enforce_eager
+    runner = Qwen2AudioRunner(model, device, dtype, tokenizer.pad_token_id, eos_token_ids, static_decode=static,
+                              cuda_graphs=static and device.type == "cuda")
     prompt_format = _prompt_format(config.prompt_format, config.model_path)
     processor = PromptProcessor(hf_processor, model.config.audio_token_id, chat=prompt_format == "chat")
     detokenizer = HFDetokenizer(copy.deepcopy(tokenizer))  # its own copy: it runs on another thread
@@ -83,6 +86,7 @@ def load_model(config: LoadConfig) -> LoadedModel:
         eos_token_ids=eos_token_ids, prompt_format=prompt_format, random_weights=random_weights,
         weights_bytes=weights, kv_bytes_per_token=kv_bytes,
         kv_budget_tokens=_kv_budget(config, runner, processor, weights, kv_bytes, text.max_position_embeddings),
+        kv_spare_columns=kv_cache.SPARE_COLUMNS, kv_row_multiple=8 if static else 1,
         device=_device_name(device), dtype=str(dtype).removeprefix("torch."), quantization_backend=backend,
     )
     return LoadedModel(info, runner, processor, detokenizer)
@@ -115,8 +119,11 @@ def _kv_budget(config: LoadConfig, runner: Qwen2AudioRunner, processor: PromptPr
     if runner.device.type == "cuda":
         clip = np.zeros(MAX_CLIP_SAMPLES, np.float32)
         activations = runner.prefill_peak_bytes(processor.prepare(audio_question("profile"), [clip]))
+        # a full batch's decode step (the graphs' pool holds its activations)
+        activations = max(activations, runner.decode_peak_bytes(processor.probe_prompt(), config.max_batch_size))
     reading = memory.read_memory(runner.device, weights, activations)
-    budget = memory.kv_budget_tokens(reading, config.memory_utilization, kv_bytes,
+    layers = runner.model.config.text_config.num_hidden_layers
+    budget = memory.kv_budget_tokens(reading, config.memory_utilization, kv_bytes, layers,
                                      cap=config.max_batch_size * max_model_len)
     if budget == 0:
         raise ModelLoadError(

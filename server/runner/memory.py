@@ -38,9 +38,12 @@ def kv_budget_bytes(reading: MemoryReading, utilization: float) -> int:
     return max(0, int(min(within_share, leaving_rest) - reading.activations))
 
 
-def kv_budget_tokens(reading: MemoryReading, utilization: float, bytes_per_token: int, cap: int) -> int:
-    """KV-cache tokens (padding included) the scheduler may fill, at most `cap` (what the batch can ever use)."""
-    return min(kv_budget_bytes(reading, utilization) // bytes_per_token, cap)
+def kv_budget_tokens(reading: MemoryReading, utilization: float, bytes_per_token: int, layers: int, cap: int) -> int:
+    """KV-cache tokens (padding included) the scheduler may fill, at most `cap` (what the batch can ever use).
+
+    Rows joining re-make the cache one layer at a time, holding one layer's old buffers beside the new ones: that
+    layer's worth is kept free, so the budget is layers / (layers + 1) of what the memory holds."""
+    return min(kv_budget_bytes(reading, utilization) // bytes_per_token * layers // (layers + 1), cap)
 
 
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: int) -> int:

@@ -19,11 +19,12 @@ from server.runner.batch import Batch
 from server.runner.cpu import StepThreads
 from server.runner.prefix_cache import PrefixCache
 from server.runner.sampler import BatchSampler
+from server.runner.static_decode import StaticDecoder, row_bucket
 
 
 class Qwen2AudioRunner:
     def __init__(self, model, device: torch.device, dtype: torch.dtype, pad_token_id: int,
-                 eos_token_ids: tuple[int, ...]) -> None:
+                 eos_token_ids: tuple[int, ...], static_decode: bool = False, cuda_graphs: bool = False) -> None:
         self.model = model
         self.device, self.dtype = device, dtype
         self._language_model = model.model.language_model
@@ -35,6 +36,9 @@ class Qwen2AudioRunner:
         self._prefixes = PrefixCache()
         self._threads = StepThreads(device)
         self._batch: Batch | None = None
+        # the static-shape decode step, captured in CUDA graphs where asked (and on CUDA): see static_decode
+        self._static = StaticDecoder(model, device, pad_token_id, cuda_graphs) if static_decode or cuda_graphs else None
+        self._row_capacity = row_bucket if self._static else int
         self.kv_tokens = 0  # read by the metrics from the event loop: a plain int, updated after each change
 
     @property
@@ -47,11 +51,10 @@ class Qwen2AudioRunner:
         self._threads.for_prefill()
         with _out_of_memory_reported():
             joining, step = self._prefill(requests)
-        if self._batch is None:
-            self._batch = joining
-        else:
-            with self._or_batch_lost():
-                self._batch.extend(joining)
+            if self._batch is None:
+                self._batch = joining
+            else:  # a failure leaves the running batch as it was: only the joining requests fail
+                self._batch.extend(joining, self._row_capacity)
         self.kv_tokens = self._batch.kv_tokens
         return step
 
@@ -98,6 +101,20 @@ class Qwen2AudioRunner:
         self.reset_peak_memory()
         self._prefill([PrefillInput(-1, prompt, SamplingParams(max_tokens=1, temperature=0.0))])
         peak = torch.cuda.max_memory_allocated(self.device) - before
+        torch.cuda.empty_cache()
+        return peak
+
+    def decode_peak_bytes(self, prompt: Prompt, rows: int) -> int:
+        """GPU memory a decode step of `rows` rows of `prompt` takes beyond the weights and the cache it starts
+        with (the logits above all; with CUDA graphs, what their pool holds)."""
+        params = SamplingParams(max_tokens=2, temperature=0.0)
+        batch, _ = self._prefill([PrefillInput(-1 - i, prompt, params) for i in range(rows)])
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        self.reset_peak_memory()
+        self._decode(batch)
+        peak = torch.cuda.max_memory_allocated(self.device) - before
+        del batch
         torch.cuda.empty_cache()
         return peak
 
@@ -161,26 +178,35 @@ class Qwen2AudioRunner:
         started = time.perf_counter()
         mask = batch.attention_mask
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, T+1]
+        positions = batch.positions + 1
         lengths = kv_cache.lengths(batch.cache)
         try:
-            hidden = self._language_model(
-                inputs_embeds=self.model.get_input_embeddings()(batch.last_tokens[:, None]),
-                attention_mask=mask, position_ids=batch.positions[:, None], cache=batch.cache, use_cache=True,
-            ).last_hidden_state[:, -1]
-            step = self._sample(batch, hidden)
+            if self._static is not None:  # writes the new column outside every row's view, advanced below
+                logits = self._static.logits(batch)
+            else:
+                logits = self.model.lm_head(self._language_model(
+                    inputs_embeds=self.model.get_input_embeddings()(batch.last_tokens[:, None]),
+                    attention_mask=mask, position_ids=batch.positions[:, None], cache=batch.cache, use_cache=True,
+                ).last_hidden_state[:, -1]).float()
+            token_ids, tokens, logprobs = batch.sampler.sample(logits)
         except BaseException:
-            kv_cache.truncate(batch.cache, lengths)  # layers that already took this step's column give it back
+            kv_cache.set_lengths(batch.cache, lengths)  # layers that already took this step's column give it back
             raise
-        batch.attention_mask, batch.positions = mask, batch.positions + 1
-        step.seconds = time.perf_counter() - started
-        return step
+        if self._static is not None:
+            kv_cache.set_lengths(batch.cache, [length + 1 for length in lengths])
+        batch.attention_mask, batch.positions, batch.last_tokens = mask, positions, token_ids
+        return self._step_output(batch, tokens, logprobs, started)
 
     def _sample(self, batch: Batch, hidden: torch.Tensor) -> StepOutput:
-        logits = self.model.lm_head(hidden).float()  # [B, V]
-        tokens, logprobs = batch.sampler.sample(logits)
-        batch.last_tokens = torch.tensor(tokens, device=self.device)
+        token_ids, tokens, logprobs = batch.sampler.sample(self.model.lm_head(hidden).float())  # [B, V] logits
+        batch.last_tokens = token_ids
+        return self._step_output(batch, tokens, logprobs)
+
+    @staticmethod
+    def _step_output(batch: Batch, tokens: list[int], logprobs: list, started: float | None = None) -> StepOutput:
         return StepOutput(dict(zip(batch.seq_ids, tokens)),
-                          {seq_id: lp for seq_id, lp in zip(batch.seq_ids, logprobs) if lp is not None})
+                          {seq_id: lp for seq_id, lp in zip(batch.seq_ids, logprobs) if lp is not None},
+                          seconds=time.perf_counter() - started if started is not None else 0.0)
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)

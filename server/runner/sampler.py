@@ -41,46 +41,57 @@ class BatchSampler:
         generated = [len(output) for output in outputs]
         return cls(params, generators, generated, seen, counts, torch.tensor(eos_ids, device=device), vocab_size)
 
-    def select(self, keep: list[int]) -> None:
-        self.params = [self.params[i] for i in keep]
-        self.generators = [self.generators[i] for i in keep]
-        self.generated = [self.generated[i] for i in keep]
-        if self.seen is not None:
-            self.seen = self.seen[keep]
-        if self.counts is not None:
-            self.counts = self.counts[keep]
+    def selected(self, keep: list[int]) -> "BatchSampler":
+        """The state of these rows only (a new object: the batch swaps it in once everything else is ready)."""
+        return BatchSampler([self.params[i] for i in keep], [self.generators[i] for i in keep],
+                            [self.generated[i] for i in keep], None if self.seen is None else self.seen[keep],
+                            None if self.counts is None else self.counts[keep], self.eos_ids, self.vocab_size)
 
-    def extend(self, other: "BatchSampler") -> None:
-        """Rows of a newly prefilled batch join this one."""
+    def extended(self, other: "BatchSampler") -> "BatchSampler":
+        """This batch's rows, then those of a newly prefilled one (a new object, as for `selected`)."""
+        seen = counts = None
         if self.seen is not None or other.seen is not None:
-            self.seen = torch.cat([self._or_zeros(self.seen, torch.bool), other._or_zeros(other.seen, torch.bool)])
+            seen = torch.cat([self._or_zeros(self.seen, torch.bool), other._or_zeros(other.seen, torch.bool)])
         if self.counts is not None or other.counts is not None:
-            self.counts = torch.cat([self._or_zeros(self.counts), other._or_zeros(other.counts)])
-        self.params += other.params
-        self.generators += other.generators
-        self.generated += other.generated
+            counts = torch.cat([self._or_zeros(self.counts), other._or_zeros(other.counts)])
+        return BatchSampler(self.params + other.params, self.generators + other.generators,
+                            self.generated + other.generated, seen, counts, self.eos_ids, self.vocab_size)
 
     def _or_zeros(self, table: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if table is not None:
             return table
         return torch.zeros(len(self.params), self.vocab_size, dtype=dtype, device=self.eos_ids.device)
 
-    def sample(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
-        """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
+    def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, list[int], list[TokenLogprob | None]]:
+        """logits: [B, V] float32 for the next position -> one token per row, as a tensor on the device and as a
+        list (and its logprobs if asked). A failure on the way leaves the sampler as it was, seeded generators
+        included, so the step can be run again and draws what it would have drawn."""
+        states = [(g, g.get_state()) for g in self.generators if g is not None]
+        try:
+            token_ids, logits = self._draw(logits)
+            tokens, logprobs = token_ids.tolist(), self._logprobs(logits, token_ids)
+            rows = torch.arange(len(tokens), device=token_ids.device)
+            seen, counts = self.seen, self.counts  # new tables, swapped in below
+            if seen is not None:
+                seen = seen.index_put((rows, token_ids), seen.new_ones(()))
+            if counts is not None:
+                counts = counts.index_put((rows, token_ids), counts.new_ones(()), accumulate=True)
+        except BaseException:
+            for generator, state in states:
+                generator.set_state(state)
+            raise
+        self.seen, self.counts, self.generated = seen, counts, [n + 1 for n in self.generated]
+        return token_ids, tokens, logprobs
+
+    def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids, and the logits they were drawn from (penalties applied: what logprobs report)."""
         logits = _finite(self._apply_penalties(logits))
         logits = self._block_early_eos(logits)
         token_ids = torch.argmax(logits, dim=-1)  # [B]: greedy rows are done with one call
         for i, (p, g) in enumerate(zip(self.params, self.generators)):
             if not p.greedy:
                 token_ids[i] = self._sample_row(logits[i], p, g)
-        tokens, logprobs = token_ids.tolist(), self._logprobs(logits, token_ids)
-        rows = torch.arange(len(tokens), device=token_ids.device)
-        if self.seen is not None:  # the state changes last: a step that fails before leaves it as it was
-            self.seen[rows, token_ids] = True
-        if self.counts is not None:
-            self.counts[rows, token_ids] += 1
-        self.generated = [n + 1 for n in self.generated]
-        return tokens, logprobs
+        return token_ids, logits
 
     def _apply_penalties(self, logits: torch.Tensor) -> torch.Tensor:
         if self.seen is not None:  # transformers' RepetitionPenaltyLogitsProcessor: divide above 0, multiply below

@@ -116,7 +116,8 @@ def fake_model(kv_budget_tokens: int = 100_000) -> LoadedModel:
     info = ModelInfo(
         max_model_len=4096, audio_tokens_per_second=25.0, sampling_defaults={}, eos_token_ids=(EOS, END_OF_TEXT),
         prompt_format="chat",
-        random_weights=True, weights_bytes=0, kv_bytes_per_token=1, kv_budget_tokens=kv_budget_tokens, device="none",
+        random_weights=True, weights_bytes=0, kv_bytes_per_token=1, kv_budget_tokens=kv_budget_tokens,
+        kv_spare_columns=0, kv_row_multiple=1, device="none",
         dtype="none", quantization_backend=None,
     )
     return LoadedModel(info, FakeRunner(), FakeProcessor(), FakeDetokenizer())

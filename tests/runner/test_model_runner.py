@@ -5,7 +5,7 @@ import torch
 
 from server.engine.conversation import audio_question
 from server.engine.interface import PrefillInput
-from server.engine.request import BatchLost, OutOfMemory, SamplingParams
+from server.engine.request import OutOfMemory, SamplingParams
 from server.runner import kv_cache
 from server.runner.loader import LoadConfig, load_model
 from tests.audio_samples import tone
@@ -80,20 +80,6 @@ def test_out_of_memory_inside_a_decode_step_leaves_the_batch_as_it_was(model, ru
     finally:
         layers[last] = real
     assert tokens_of(runner, 4) == expected  # as if the failed step had never run
-
-
-def test_rows_that_cannot_join_lose_the_batch_and_say_so(model, runner, monkeypatch):
-    runner.prefill(requests(model, 1.0))
-
-    def out_of_memory(*args):
-        raise torch.OutOfMemoryError("simulated: CUDA out of memory stacking the caches")
-
-    monkeypatch.setattr(kv_cache, "stack", out_of_memory)
-    with pytest.raises(BatchLost, match="OutOfMemoryError"):
-        runner.prefill([PrefillInput(5, requests(model, 2.0)[0].prompt, GREEDY)])
-    assert runner.batch_size == 0 and runner.kv_tokens == 0
-    monkeypatch.undo()
-    assert len(runner.prefill(requests(model, 1.0)).tokens) == 1  # and the runner serves on
 
 
 def test_a_resumed_request_samples_as_if_it_had_never_stopped(model, runner):

@@ -23,7 +23,8 @@ def test_memory_others_hold_is_left_alone():
 
 def test_no_room_is_zero_and_the_batch_caps_the_tokens():
     full = MemoryReading(total=8 * GiB, free=1 * GiB, held=7 * GiB, weights=7 * GiB, activations=GiB // 2)
-    assert kv_budget_tokens(full, 0.9, 2**19, cap=10**6) == 0
+    assert kv_budget_tokens(full, 0.9, 2**19, 32, cap=10**6) == 0
     roomy = MemoryReading(total=80 * GiB, free=64 * GiB, held=16 * GiB, weights=16 * GiB, activations=GiB)
-    assert kv_budget_tokens(roomy, 0.9, 2**19, cap=8 * 8192) == 8 * 8192
-    assert kv_budget_tokens(roomy, 0.5, 2**19, cap=10**6) == (40 * GiB - 16 * GiB - GiB) // 2**19
+    assert kv_budget_tokens(roomy, 0.9, 2**19, 32, cap=8 * 8192) == 8 * 8192
+    # one layer's worth stays free for re-making the cache layer by layer
+    assert kv_budget_tokens(roomy, 0.5, 2**19, 32, cap=10**6) == (40 * GiB - 16 * GiB - GiB) // 2**19 * 32 // 33

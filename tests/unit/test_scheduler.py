@@ -44,6 +44,14 @@ def test_cancelled_requests_are_popped_without_taking_a_slot():
     assert [r.cancelled for r in admitted] == [True, False, False] and not waiting
 
 
-def test_fits_alone():
+def test_a_request_that_never_fits_is_refused_with_its_need():
     scheduler = Scheduler(8, 1000)
-    assert scheduler.fits_alone(Req(1000)) and not scheduler.fits_alone(Req(1001))
+    assert scheduler.refusal(Req(1000)) is None and "needs 1001 KV-cache slots" in scheduler.refusal(Req(1001))
+
+
+def test_spare_columns_and_row_multiples_count_against_the_budget():
+    """A row holds room to grow beside its tokens, and the static step's cache holds rows in multiples of 8."""
+    scheduler = Scheduler(16, 8 * (100 + 256), spare_columns=256, row_multiple=8)
+    assert scheduler.refusal(Req(100)) is None and scheduler.refusal(Req(101)) is not None  # 8 rows of 101 + 256
+    waiting = deque([Req(100)] * 12)
+    assert len(scheduler.admit([], waiting)) == 8  # 9 rows would hold 16 x 356 slots
