@@ -34,16 +34,16 @@ def ratios(results: list[dict]) -> dict:
     """Throughput of each server run over the recipe's and over transformers serve's best; batch-1 latency."""
     recipe = next((r for r in results if r["system"] == "recipe"), None)
     hf = [r for r in results if r["system"] == "transformers serve"]
-    ours = [r for r in results if r["system"] == "qwen2-audio-server"]
+    ours = [r for r in results if r["system"].startswith("qwen2-audio-server")]
     out: dict = {}
-    for row in ours:
-        key = f"concurrency_{row['concurrency']}"
+    for row in ours:  # the run with --no-enforce-eager (bench --graphs) has keys of its own
+        key = f"concurrency_{row['concurrency']}" + ("_graphs" if row["system"] != "qwen2-audio-server" else "")
         if recipe:
             out[f"throughput_vs_recipe@{key}"] = round(row["requests_per_s"] / recipe["requests_per_s"], 2)
         if hf:
             best = max(r["requests_per_s"] for r in hf)
             out[f"throughput_vs_transformers_serve@{key}"] = round(row["requests_per_s"] / best, 2)
-    single = next((r for r in ours if r["concurrency"] == 1), None)
+    single = next((r for r in ours if r["concurrency"] == 1 and r["system"] == "qwen2-audio-server"), None)
     if recipe and single:
         out["batch1_latency_vs_recipe"] = round(single["latency_p50_s"] / recipe["latency_p50_s"], 3)
     return out

@@ -42,6 +42,14 @@ def parser() -> argparse.ArgumentParser:
                    help="instead: weights, peak memory and tokens/s of one request per --quantization "
                         "(memory.json, memory.md)")
     p.add_argument("--quantization", default="none,int8,int4", help="with --memory: the quantizations to measure")
+    p.add_argument("--roofline", action="store_true",
+                   help="instead: batch-1 decode tokens/s, eager and through CUDA graphs, against the memory-bandwidth "
+                        "roofline (roofline.json, roofline.md)")
+    p.add_argument("--recipe-requests", type=int,
+                   help="run the recipe on only the first N requests (it runs them one at a time; its per-request "
+                        "figures scale)")
+    p.add_argument("--graphs", action="store_true",
+                   help="also run this server with --no-enforce-eager (CUDA graphs on a GPU; the static step on a CPU)")
     p.add_argument("--quantize-audio-encoder", action="store_true",
                    help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
     return p
@@ -57,6 +65,11 @@ def main(argv: list[str]) -> int:
 
         args.clip_seconds = args.clip_seconds or 30.0
         return run_memory(model_dir, None if args.model else args.preset, args.quantization.split(","), args)
+    if args.roofline:
+        from server.bench.roofline import run_roofline
+
+        print(run_roofline(model_dir, args.device, args.dtype, max(args.output_tokens, 16), Path(args.out))["markdown"])
+        return 0
     if args.long_audio:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -72,10 +85,13 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     if "recipe" in systems:
-        logger.info("recipe: sequential model.generate on %d requests", len(requests))
-        results.append(_recipe(model_dir, requests, args))
+        few = requests[: args.recipe_requests or len(requests)]
+        logger.info("recipe: sequential model.generate on %d requests", len(few))
+        results.append(_recipe(model_dir, few, args))
     if "server" in systems:
         results += _ours(model_dir, requests, levels, args, out)
+        if args.graphs:
+            results += _ours(model_dir, requests, levels, args, out, graphs=True)
     if "transformers" in systems:
         results += _transformers_serve(model_dir, requests, max(levels), args, out)
     meta = {"model": model_dir, "preset": None if args.model else args.preset, "device": _device_name(args.device),
@@ -96,17 +112,18 @@ def _recipe(model_dir: str, requests, args) -> dict:
     return figures("recipe", 1, run, peak, run["gpu_peak_bytes"], args.output_tokens)
 
 
-def _ours(model_dir: str, requests, levels: list[int], args, out: Path) -> list[dict]:
+def _ours(model_dir: str, requests, levels: list[int], args, out: Path, graphs: bool = False) -> list[dict]:
     port = free_port()
     command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
                "--port", str(port), "--device", args.device, "--dtype", args.dtype,
-               "--max-batch-size", str(max(levels)), "--log-level", "warning"]
+               "--max-batch-size", str(max(levels)), "--log-level", "warning"] + (["--no-enforce-eager"] if graphs else [])
+    name = "qwen2-audio-server" + (" (--no-enforce-eager)" if graphs else "")
     rows = []
-    with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / "server.log") as server:
+    with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / f"server{'-graphs' if graphs else ''}.log") as server:
         for level in levels:
             logger.info("qwen2-audio-server: %d requests at concurrency %d", len(requests), level)
             run = asyncio.run(run_load(server.base_url, "bench", requests, args.output_tokens, level, "ours"))
-            rows.append(figures("qwen2-audio-server", level, run, server.peak_rss, _gpu_peak(server.base_url),
+            rows.append(figures(name, level, run, server.peak_rss, _gpu_peak(server.base_url),
                                 args.output_tokens))
     return rows
 
