@@ -24,6 +24,7 @@ from server.api.protocol.responses import (
 )
 from server.engine.request import Prompt
 from server.engine.sequence import RequestStream
+from server.request_context import request_id
 from server.serving.chat import ChatServing
 from server.serving.formats import Answer, EventStream
 from server.serving.generation import Completion, collect, events
@@ -135,9 +136,10 @@ class ResponsesServing:
                 if output.text:
                     yield event("response.output_text.delta", **where, delta=output.text, logprobs=[])
         except Exception as exc:  # headers are sent: the error travels as an event
-            status = exc.status if isinstance(exc, APIError) else 500
-            yield event("error", code=getattr(exc, "code", None) or ("server_error" if status >= 500 else None),
-                        message=getattr(exc, "message", None) or str(exc), param=getattr(exc, "param", None))
+            if isinstance(exc, APIError):
+                yield event("error", code=exc.code, message=exc.message, param=exc.param)
+            else:
+                yield event("error", code="server_error", message=f"{exc} (request id {request_id.get()})", param=None)
             return
         self._finish(response, message, prompt, completion, turn)
         part = message.content[0].model_dump()

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 from server.runner.loader import LoadConfig, load_model
 from tests.api.conftest import MODEL, sdk_for
 from tests.audio_samples import wav
+from tests.faults import fails_once, replaced
 from tests.scripted import scripted
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -112,6 +113,29 @@ async def test_the_stream_is_openai_event_sequence_and_adds_up(answering):
     final = events[-1].response
     assert final.status == "completed" and final.output_text == words and final.usage.output_tokens == len(deltas) + 1
     assert events[0].response.id == final.id and events[0].response.status == "in_progress"
+
+
+async def test_a_stream_cut_by_max_output_tokens_ends_incomplete_and_is_stored(client):
+    stream = await client.responses.create(model=MODEL, input="Count to a hundred.", max_output_tokens=3,
+                                           temperature=0, stream=True)
+    events = [EVENTS.validate_python(event.to_dict()) async for event in stream]
+    final = events[-1]
+    assert final.type == "response.incomplete" and final.response.incomplete_details.reason == "max_output_tokens"
+    assert final.response.usage.output_tokens == 3 and events[-2].item.status == "incomplete"
+    fetched = await client.responses.retrieve(final.response.id)
+    assert fetched.model_dump() == final.response.model_dump()
+
+
+async def test_a_failing_step_ends_the_stream_with_an_error_event(answering):
+    (server, runner) = answering(lambda prompt, n: "one two three four five")
+    async with server as (client, _):
+        with replaced(runner, "decode", fails_once(RuntimeError("simulated device fault"))):
+            stream = await client.responses.create(model=MODEL, input="go", stream=True)
+            events = [EVENTS.validate_python(event.to_dict()) async for event in stream]
+        after = await client.responses.create(model=MODEL, input="go")
+    assert events[-1].type == "error" and events[-1].code == "server_error" and "simulated" not in events[-1].message
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert after.output_text == "one two three four five"  # the server goes on
 
 
 async def test_previous_response_id_carries_the_conversation(answering, tokenizer):
