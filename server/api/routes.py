@@ -111,7 +111,7 @@ async def models(request: Request) -> ModelList:
 
 
 @v1.get("/models/{model:path}")
-async def model(request: Request, model: str) -> ModelCard:
+async def model_card(request: Request, model: str) -> ModelCard:
     check_model(request, model)
     cards = (await models(request)).data
     return next((card for card in cards if card.id == model), cards[0].model_copy(update={"id": model}))
