@@ -132,3 +132,10 @@ MESSAGES = [
 async def test_schema_errors_name_the_field_and_what_it_accepts(http, body, param, message):
     error = _assert_openai_error(await http.post("/v1/chat/completions", json=body), 400, param)
     assert error["message"] == message
+
+
+async def test_upload_form_errors_name_the_field_too(http):
+    response = await http.post("/v1/audio/transcriptions", data={"model": MODEL, "temperature": "warm"},
+                               files={"file": ("a.wav", wav(1.0))})
+    error = _assert_openai_error(response, 400, "temperature")
+    assert error["message"] == "temperature: expected a number, got the string 'warm'"
