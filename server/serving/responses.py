@@ -155,23 +155,23 @@ def _to_chat(request: ResponsesRequest, history: list[dict]) -> ChatCompletionRe
     try:
         return request.to_chat(history)
     except ValidationError as exc:
-        message, param = describe_validation_error(exc.errors())
-        for chat_name, name in _PARAMS.items():
-            message = message.replace(chat_name, name, 1) if param and param.startswith(chat_name) else message
-            param = name + param[len(chat_name):] if param and param.startswith(chat_name) else param
-        raise bad_request(message, param=param) from exc
-    except ValueError as exc:
-        message = str(exc)
-        raise bad_request(message, param=message.split(":", 1)[0]) from exc
+        error = bad_request(*describe_validation_error(exc.errors()))
+        _rename_param(error, offset=len(history) + bool(request.instructions))
+        raise error from exc
+    except ValueError as exc:  # an input part this API has and chat has not (chat_part)
+        raise bad_request(str(exc), param=str(exc).split(":", 1)[0]) from exc
 
 
 def _rename_param(exc: APIError, offset: int) -> None:
-    """Chat's name for the parameter an error is about -> this API's: messages[k] is input[k - offset]."""
+    """Chat's name for the parameter an error is about -> this API's: messages[k] is input[k - offset],
+    max_tokens is max_output_tokens, response_format (and its json_schema) is text.format."""
     old = exc.param or ""
     if match := re.match(r"messages\[(\d+)\]", old):
         new = f"input[{int(match.group(1)) - offset}]" + old[match.end():]
+    elif match := re.match(r"(response_format(\.json_schema)?|max_tokens|messages)(?=$|\.)", old):
+        new = _PARAMS[match.group(1).split(".")[0]] + old[match.end():]
     else:
-        new = _PARAMS.get(old, old)
+        new = old
     exc.param = new or None
     exc.message = exc.message.replace(f"{old}: ", f"{new}: ", 1) if old else exc.message
 
