@@ -20,6 +20,8 @@ from server.metrics import Metrics
 from server.playground import router as playground
 from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
+from server.serving.response_store import ResponseStore
+from server.serving.responses import ResponsesServing
 from server.serving.transcription import TranscriptionServing
 from server.tiny_model import ensure_random_model
 
@@ -54,6 +56,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         app.state.engine, app.state.info = engine, engine.info
         app.state.chat = ChatServing(engine, engine.info, metrics, settings, detector)
         app.state.transcription = TranscriptionServing(engine, engine.info, metrics, settings, detector)
+        app.state.responses = ResponsesServing(app.state.chat, ResponseStore(
+            settings.responses_store_entries, int(settings.responses_store_mb * 2**20), settings.responses_store_ttl_s))
         _log_capacity(settings, engine.info, await app.state.transcription.tokens_per_clip())
         logger.info("serving %s as %r (aliases: %s)", settings.model_path, settings.model_id,
                     ", ".join(settings.model_alias) or "none")

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     """Log verbosity."""
     playground: bool = True
     """Serve the playground page at / (try every task from a browser through the /v1 API); --no-playground turns it off."""
+    responses_store_entries: int = Field(1000, ge=0)
+    """Most responses kept for GET /v1/responses/{id} and previous_response_id (store=true); the oldest go first (0: keep none)."""
+    responses_store_mb: float = Field(256.0, ge=0)
+    """Memory the kept responses may take, in MiB, their audio included; the oldest go first past it."""
+    responses_store_ttl_s: float = Field(3600.0, ge=0)
+    """How long a kept response stays retrievable, in seconds (0: until pushed out by the limits above)."""
 
     @field_validator("api_key", "model_alias", "cors_origin", "allow_remote_audio_host", mode="before")
     @classmethod

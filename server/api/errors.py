@@ -7,8 +7,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.validation import describe_validation_error
 from server.request_context import request_id
 
+__all__ = ["APIError", "ClientDisconnected", "bad_request", "describe_validation_error", "error_body",
+           "install_error_handlers"]
 logger = logging.getLogger(__name__)
 
 _TYPES = {
@@ -42,17 +45,6 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param, code)
-
-
-def describe_validation_error(errors: list[dict]) -> tuple[str, str | None]:
-    """The first pydantic error as one readable sentence, and the parameter it names."""
-    first = errors[0]
-    location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
-    param = ".".join(location) or None
-    message = first.get("msg", "invalid request").removeprefix("Value error, ")
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
-    return (f"{param}: {message}" if param else message), param
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -5,7 +5,7 @@ import hmac
 from collections.abc import Awaitable
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -15,6 +15,7 @@ from server.api.errors import APIError, ClientDisconnected, bad_request, describ
 from server.api.protocol.audio import TranscriptionRequest
 from server.api.protocol.chat import ChatCompletionRequest
 from server.api.protocol.models import ModelCard, ModelList
+from server.api.protocol.responses import ResponsesRequest
 from server.serving.formats import Answer, EventStream
 from server.serving.prompts import Task
 
@@ -107,6 +108,36 @@ async def models(request: Request) -> ModelList:
                 root=state.settings.model_path, random_weights=state.info.random_weights)
     ids = [state.settings.model_id, *[a for a in state.settings.model_alias if a != state.settings.model_id]]
     return ModelList(data=[ModelCard(id=model_id, **card) for model_id in ids])
+
+
+@v1.get("/models/{model:path}")
+async def model_card(request: Request, model: str) -> ModelCard:
+    check_model(request, model)
+    cards = (await models(request)).data
+    return next((card for card in cards if card.id == model), cards[0].model_copy(update={"id": model}))
+
+
+@v1.post("/responses")
+async def responses(request: Request, body: ResponsesRequest) -> Response:
+    check_model(request, body.model)
+    return respond(await until_disconnected(request, request.app.state.responses.create(body)))
+
+
+@v1.get("/responses/{response_id}")
+async def retrieve_response(request: Request, response_id: str) -> JSONResponse:
+    return JSONResponse(request.app.state.responses.retrieve(response_id))
+
+
+@v1.delete("/responses/{response_id}")
+async def delete_response(request: Request, response_id: str) -> JSONResponse:
+    return JSONResponse(request.app.state.responses.delete(response_id))
+
+
+@v1.get("/responses/{response_id}/input_items")
+async def response_input_items(request: Request, response_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                               order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+                               after: str | None = None) -> JSONResponse:
+    return JSONResponse(request.app.state.responses.input_items(response_id, limit, order, after))
 
 
 @public.get("/health")

@@ -20,6 +20,7 @@ from server.config import Settings
 from server.engine.engine import Engine
 from server.engine.interface import ModelInfo
 from server.engine.request import Prompt, RequestOutput
+from server.engine.sequence import RequestStream
 from server.metrics import Metrics
 from server.serving.formats import Answer, EventStream, chat_logprobs, chat_usage, sse, sse_error
 from server.serving.generation import Completion, Endpoint, collect, events, output_budget, prepare, submit
@@ -33,16 +34,7 @@ class ChatServing(Endpoint):
         self.model_id = settings.model_id
 
     async def create(self, request: ChatCompletionRequest) -> Answer | EventStream:
-        if self.info.prompt_format == "base":
-            raise bad_request("chat completions need an Instruct checkpoint (Qwen/Qwen2-Audio-7B-Instruct): this "
-                              "server runs the base checkpoint, which transcribes (/v1/audio/transcriptions) and "
-                              "translates (/v1/audio/translations)", param="model", code="model_not_supported")
-        conversation, clips = await to_conversation(request.messages, self.media, self.detector)
-        prompt = await prepare(self.engine, conversation, clips)
-        self.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)
-        max_tokens = output_budget(self.info, prompt, request.requested_max_tokens, self.default_max_tokens)
-        params = request.to_sampling_params(max_tokens, self.info.sampling_defaults)
-        stream = submit(self.engine, self.metrics, prompt, params)
+        prompt, stream = await self.start(request)
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             return EventStream(self._chunks(events(stream, self.timeout_s), prompt, include_usage))
@@ -56,6 +48,19 @@ class ChatServing(Endpoint):
             )],
             usage=chat_usage(prompt, completion),
         ).model_dump())
+
+    async def start(self, request: ChatCompletionRequest) -> tuple[Prompt, RequestStream]:
+        """The request's prompt, and its generation submitted to the engine (the Responses API starts here too)."""
+        if self.info.prompt_format == "base":
+            raise bad_request("chat completions need an Instruct checkpoint (Qwen/Qwen2-Audio-7B-Instruct): this "
+                              "server runs the base checkpoint, which transcribes (/v1/audio/transcriptions) and "
+                              "translates (/v1/audio/translations)", param="model", code="model_not_supported")
+        conversation, clips = await to_conversation(request.messages, self.media, self.detector)
+        prompt = await prepare(self.engine, conversation, clips)
+        self.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)
+        max_tokens = output_budget(self.info, prompt, request.requested_max_tokens, self.default_max_tokens)
+        params = request.to_sampling_params(max_tokens, self.info.sampling_defaults)
+        return prompt, submit(self.engine, self.metrics, prompt, params)
 
     async def _chunks(self, stream: AsyncIterator[RequestOutput], prompt: Prompt,
                       include_usage: bool) -> AsyncIterator[str]:

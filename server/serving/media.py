@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 
 from server.api.errors import APIError, bad_request
-from server.api.protocol.chat import AudioURLPart, InputAudioPart
+from server.api.protocol.chat import AudioURLPart, FilePart, InputAudioPart
 from server.audio.chunking import Clip, SpeechClips, VadOptions
 from server.audio.clip import SAMPLE_RATE
 from server.audio.decode import (
@@ -85,9 +85,11 @@ class UploadClips:
             await asyncio.to_thread(close)
 
 
-async def part_audio(part: InputAudioPart | AudioURLPart, policy: MediaPolicy, param: str) -> np.ndarray:
+async def part_audio(part: InputAudioPart | AudioURLPart | FilePart, policy: MediaPolicy, param: str) -> np.ndarray:
     if isinstance(part, InputAudioPart):
         return await _decode(_mapped(lambda: decode_base64(part.input_audio.data), param), policy, param)
+    if isinstance(part, FilePart):
+        return await _decode(_file_bytes(part, param), policy, param)
     url = part.audio_url.url
     scheme = urlsplit(url).scheme.lower()
     if scheme == "data":
@@ -99,6 +101,20 @@ async def part_audio(part: InputAudioPart | AudioURLPart, policy: MediaPolicy, p
     else:
         raise bad_request("audio_url must be a data:, http(s): or file: URL", param=param, code="unsupported_url")
     return await _decode(data, policy, param)
+
+
+def _file_bytes(part: FilePart, param: str) -> bytes:
+    data = part.file.file_data
+    if data is None:
+        raise bad_request(f"{param}: a file part needs file_data (a data:audio/...;base64 URL or base64 audio); this "
+                          "server keeps no uploaded files, so file_id is not accepted", param=param)
+    if not data.startswith("data:"):
+        return _mapped(lambda: decode_base64(data), param)
+    mime = data[5:].split(";", 1)[0].split(",", 1)[0].lower()
+    if mime and not mime.startswith("audio/") and mime not in ("application/octet-stream", "video/mp4", "video/webm"):
+        raise bad_request(f"{param}: this model hears audio; a {mime} file cannot be read (send audio/*)", param=param,
+                          code="unsupported_file")
+    return _mapped(lambda: data_url_bytes(data), param)
 
 
 async def _decode(data: bytes, policy: MediaPolicy, param: str) -> np.ndarray:

@@ -73,8 +73,8 @@ async def to_conversation(messages: list[ChatMessage], media: MediaPolicy,
                 parts.append(text_part(part.text))
                 continue
             if role != "user":
-                raise bad_request("audio is accepted in user messages only", param=f"messages.{index}.content")
-            samples = await part_audio(part, media, f"messages.{index}.content.{part_index}")
+                raise bad_request("audio is accepted in user messages only", param=f"messages[{index}].content")
+            samples = await part_audio(part, media, f"messages[{index}].content[{part_index}]")
             for span in await asyncio.to_thread(contiguous_spans, samples, detector):
                 parts.append(audio_part())
                 clips.append(samples[span.start : span.end])

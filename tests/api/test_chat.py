@@ -185,3 +185,27 @@ async def test_unset_sampling_fields_follow_the_models_generation_config(client,
     greedy = await client.chat.completions.create(model=MODEL, max_tokens=20, temperature=0, messages=messages)
     expected, _ = reference(audio_question("defaults"), [decode_audio(wav(1.0, seed=17))], 20)
     assert greedy.choices[0].message.content == expected
+
+@pytest.mark.parametrize("file_data", [lambda audio: f"data:audio/wav;base64,{base64.b64encode(audio).decode()}",
+                                       lambda audio: base64.b64encode(audio).decode()])
+async def test_audio_in_a_file_part_is_heard_as_input_audio(client, file_data):
+    audio = wav(1.5, seed=41)
+    question = {"type": "text", "text": "What is this sound?"}
+    file_part = {"type": "file", "file": {"file_data": file_data(audio), "filename": "clip.wav"}}
+    by_file, by_audio = [await client.chat.completions.create(
+        model=MODEL, max_tokens=12, temperature=0, messages=[{"role": "user", "content": [part, question]}])
+        for part in (file_part, audio_part(audio))]
+    assert by_file.choices[0].message.content == by_audio.choices[0].message.content
+    assert by_file.usage.prompt_tokens == by_audio.usage.prompt_tokens
+    assert by_file.usage.prompt_tokens_details.audio_tokens == 37
+
+
+@pytest.mark.parametrize(("file", "words"), [
+    ({"file_id": "file-abc"}, "file_id is not accepted"),
+    ({"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}, "a application/pdf file cannot be read"),
+])
+async def test_a_file_part_that_is_not_audio_data_is_refused(client, file, words):
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model=MODEL, messages=[
+            {"role": "user", "content": [{"type": "file", "file": file}, {"type": "text", "text": "?"}]}])
+    assert caught.value.body["param"] == "messages[0].content[0]" and words in caught.value.body["message"]

@@ -110,3 +110,32 @@ async def test_sdk_raises_typed_errors_and_the_server_keeps_serving(client):
     assert undecodable.value.status_code == 415
     ok = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav(1.0)))
     assert isinstance(ok.text, str)
+
+
+MESSAGES = [
+    (_chat([{"type": "text", "text": "a"}, {"type": "foo"}]), "messages[0].content[1]",
+     "messages[0].content[1]: unknown content part type 'foo'; expected one of text, input_audio, audio_url, file"),
+    (_chat([{"text": "a"}]), "messages[0].content[0]", "messages[0].content[0]: needs a 'type' field that says what it is"),
+    (_chat([{"type": "input_audio"}]), "messages[0].content[0].input_audio",
+     "messages[0].content[0].input_audio: this field is required"),
+    (_chat(5), "messages[0].content", "messages[0].content: expected a string or a list, got the number 5"),
+    ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role",
+     "messages[0].role: 'tool' is not accepted; expected 'system', 'developer', 'user' or 'assistant'"),
+    ({"model": MODEL, "messages": "hi"}, "messages", "messages: expected a list, got the string 'hi'"),
+    (_chat("hi", temperature="warm"), "temperature", "temperature: expected a number, got the string 'warm'"),
+    (_chat("hi", stop=["a", "b", "c", "d", "e"]), "stop", "stop: at most 4 stop sequences"),
+    ({"messages": [{"role": "user", "content": "hi"}]}, "model", "model: this field is required"),
+]
+
+
+@pytest.mark.parametrize(("body", "param", "message"), MESSAGES)
+async def test_schema_errors_name_the_field_and_what_it_accepts(http, body, param, message):
+    error = _assert_openai_error(await http.post("/v1/chat/completions", json=body), 400, param)
+    assert error["message"] == message
+
+
+async def test_upload_form_errors_name_the_field_too(http):
+    response = await http.post("/v1/audio/transcriptions", data={"model": MODEL, "temperature": "warm"},
+                               files={"file": ("a.wav", wav(1.0))})
+    error = _assert_openai_error(response, 400, "temperature")
+    assert error["message"] == "temperature: expected a number, got the string 'warm'"

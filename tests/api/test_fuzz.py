@@ -61,7 +61,7 @@ def _shorten(case) -> None:
     if isinstance(case.body, dict):
         if isinstance(case.body.get("model"), str):
             case.body["model"] = MODEL
-        for field in ("max_tokens", "max_completion_tokens", "min_tokens"):
+        for field in ("max_tokens", "max_completion_tokens", "min_tokens", "max_output_tokens"):
             value = case.body.get(field)
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 16:
                 case.body[field] = 16

@@ -1,5 +1,6 @@
 """One real `qwen2-audio-server serve` process on loopback: the CLI, API keys, curl, and client disconnects."""
 
+import base64
 import json
 import os
 import subprocess
@@ -130,3 +131,20 @@ async def test_a_client_that_leaves_a_whole_answer_cancels_its_work(server):
             await http.post("/v1/chat/completions", json=body)  # not streamed: the client gives up waiting
     assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
     assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3000 / 2
+
+
+async def test_responses_stream_and_store_over_real_http(sdk):
+    """The Responses API through the SDK's stream helper over a real socket, then the stored response and its
+    conversation, and models.retrieve."""
+    audio = {"type": "input_audio", "input_audio": {"data": base64.b64encode(wav(1.0)).decode()}}
+    async with sdk.responses.stream(model=MODEL, max_output_tokens=6, temperature=0, input=[
+            {"role": "user", "content": [audio, {"type": "input_text", "text": "What is it?"}]}]) as stream:
+        events = [event async for event in stream]
+    kinds, final = [event.type for event in events], events[-1].response  # completed, or incomplete at the limit
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"] and kinds[-1] == f"response.{final.status}"
+    assert (await sdk.responses.retrieve(final.id)).output_text == final.output_text
+    follow = await sdk.responses.create(model=MODEL, input="And?", previous_response_id=final.id, max_output_tokens=2)
+    assert follow.usage.input_tokens > final.usage.input_tokens
+    assert follow.usage.input_tokens_details.audio_tokens == final.usage.input_tokens_details.audio_tokens == 25
+    assert (await sdk.models.retrieve("whisper-1")).id == "whisper-1"

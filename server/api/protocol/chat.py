@@ -35,7 +35,20 @@ class AudioURLPart(BaseModel):
     audio_url: AudioURL
 
 
-ContentPart = Annotated[TextPart | InputAudioPart | AudioURLPart, Field(discriminator="type")]
+class FileData(BaseModel):
+    file_data: str | None = None  # a data URL (data:audio/wav;base64,...) or bare base64
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(BaseModel):
+    """OpenAI's `file` part; this model hears audio, so the file must be audio."""
+
+    type: Literal["file"]
+    file: FileData
+
+
+ContentPart = Annotated[TextPart | InputAudioPart | AudioURLPart | FilePart, Field(discriminator="type")]
 
 
 class ChatMessage(BaseModel):
