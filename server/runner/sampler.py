@@ -1,10 +1,11 @@
 """Per-row sampling over a batch whose requests each bring their own settings."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from server.engine.request import SamplingParams, TokenLogprob
+from server.runner import grammar
 
 
 @dataclass
@@ -22,6 +23,7 @@ class BatchSampler:
     counts: torch.Tensor | None  # [B, V] times generated; only when a row has a presence or frequency penalty
     eos_ids: torch.Tensor  # [E]
     vocab_size: int
+    matchers: list = field(default_factory=list)  # per row: its grammar's matcher (structured outputs), or None
 
     @classmethod
     def create(cls, params: list[SamplingParams], prompts: list[list[int]], outputs: list[tuple[int, ...]],
@@ -39,12 +41,17 @@ class BatchSampler:
                 if output:
                     counts[row].index_add_(0, torch.tensor(output, device=device), counts.new_ones(len(output)))
         generated = [len(output) for output in outputs]
-        return cls(params, generators, generated, seen, counts, torch.tensor(eos_ids, device=device), vocab_size)
+        ends = frozenset(eos_ids)
+        matchers = [grammar.start(p.grammar, output, ends) if p.grammar is not None else None
+                    for p, output in zip(params, outputs)]
+        return cls(params, generators, generated, seen, counts, torch.tensor(eos_ids, device=device), vocab_size,
+                   matchers)
 
     def select(self, keep: list[int]) -> None:
         self.params = [self.params[i] for i in keep]
         self.generators = [self.generators[i] for i in keep]
         self.generated = [self.generated[i] for i in keep]
+        self.matchers = [self.matchers[i] for i in keep]
         if self.seen is not None:
             self.seen = self.seen[keep]
         if self.counts is not None:
@@ -59,6 +66,7 @@ class BatchSampler:
         self.params += other.params
         self.generators += other.generators
         self.generated += other.generated
+        self.matchers += other.matchers
 
     def _or_zeros(self, table: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if table is not None:
@@ -67,8 +75,14 @@ class BatchSampler:
 
     def sample(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
         """logits: [B, V] float32 for the next position -> one token per row (and its logprobs if asked)."""
+        constrained = [i for i, m in enumerate(self.matchers) if m is not None]
+        # the grammar masks first, on the CPU: on a GPU they are computed while the step's kernels still run
+        masks = grammar.fill_masks([self.matchers[i] for i in constrained],
+                                   self.params[constrained[0]].grammar.vocab_size) if constrained else None
         logits = _finite(self._apply_penalties(logits))
         logits = self._block_early_eos(logits)
+        if constrained:
+            logits = self._constrain(logits, constrained, masks)
         token_ids = torch.argmax(logits, dim=-1)  # [B]: greedy rows are done with one call
         for i, (p, g) in enumerate(zip(self.params, self.generators)):
             if not p.greedy:
@@ -80,6 +94,10 @@ class BatchSampler:
         if self.counts is not None:
             self.counts[rows, token_ids] += 1
         self.generated = [n + 1 for n in self.generated]
+        if constrained:
+            ends = frozenset(self.eos_ids.tolist())
+            for i in constrained:
+                grammar.advance(self.matchers[i], tokens[i], ends)
         return tokens, logprobs
 
     def _apply_penalties(self, logits: torch.Tensor) -> torch.Tensor:
@@ -92,8 +110,19 @@ class BatchSampler:
             logits = logits - freq * self.counts - pres * (self.counts > 0)
         return logits
 
+    def _constrain(self, logits: torch.Tensor, rows: list[int], masks: torch.Tensor) -> torch.Tensor:
+        """Tokens a constrained row's grammar does not allow get the lowest finite logit (never drawn, and its
+        logprobs stay finite); free rows are left exactly as they were."""
+        table = grammar.allowed(masks, [self.matchers[i] for i in rows], self.eos_ids, logits.shape[1])
+        index = torch.tensor(rows, device=logits.device)
+        logits = logits.clone()
+        logits[index] = logits[index].masked_fill(~table, torch.finfo(logits.dtype).min)
+        return logits
+
     def _block_early_eos(self, logits: torch.Tensor) -> torch.Tensor:
-        rows = [i for i, (p, n) in enumerate(zip(self.params, self.generated)) if n < p.min_tokens]
+        # min_tokens holds back the end of free rows only: a constrained row ends when its grammar is complete
+        rows = [i for i, (p, n, m) in enumerate(zip(self.params, self.generated, self.matchers))
+                if n < p.min_tokens and m is None]
         if rows:
             logits = logits.clone()
             logits[torch.tensor(rows, device=logits.device)[:, None], self.eos_ids[None, :]] = float("-inf")
