@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true",
                    help="instead: weights, peak memory and tokens/s of one request per --quantization "
                         "(memory.json, memory.md)")
+    p.add_argument("--structured", action="store_true",
+                   help="instead: the decode step time of --requests rows with none, half and all of them under a "
+                        "json_object grammar (structured.json)")
     p.add_argument("--quantization", default="none,int8,int4", help="with --memory: the quantizations to measure")
     p.add_argument("--quantize-audio-encoder", action="store_true",
                    help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
@@ -57,6 +60,11 @@ def main(argv: list[str]) -> int:
 
         args.clip_seconds = args.clip_seconds or 30.0
         return run_memory(model_dir, None if args.model else args.preset, args.quantization.split(","), args)
+    if args.structured:
+        from server.bench.structured import run_structured
+
+        args.clip_seconds = args.clip_seconds or 5.0
+        return run_structured(model_dir, args)
     if args.long_audio:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -88,22 +88,24 @@ def fill_masks(matchers: list[LLMatcher], vocab_size: int) -> torch.Tensor:
     return masks
 
 
-def allowed(masks: torch.Tensor, matchers: list[LLMatcher], eos_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """[R, vocab_size] bool (`vocab_size`: the logits') on eos_ids' device. A finished grammar (or a broken matcher) allows only the end ids; a grammar
-    that may end here allows all of them, not only the one end id llguidance knows."""
-    device = eos_ids.device
+def apply_masks(logits: torch.Tensor, rows: list[int], masks: torch.Tensor, matchers: list[LLMatcher],
+                eos_ids: torch.Tensor) -> None:
+    """In place: logits[rows[r]] keeps only what matchers[r] allows; the rest gets the lowest finite logit (never
+    drawn, logprobs stay finite). A finished grammar (or a broken matcher) allows only the end ids; a grammar that
+    may end here allows all of them, not only the one end id llguidance knows. Other rows are not touched."""
+    device, lowest = logits.device, torch.finfo(logits.dtype).min
     bits = torch.arange(32, dtype=torch.int32, device=device)
     words = masks.to(device, non_blocking=True)
-    table = ((words[:, :, None] >> bits) & 1).bool().flatten(1)[:, :vocab_size]  # [R, <= V]
-    if table.shape[1] < vocab_size:  # the model's padding rows past the tokenizer: never allowed
-        table = torch.nn.functional.pad(table, (0, vocab_size - table.shape[1]))
-    done = [i for i, m in enumerate(matchers) if m.is_stopped() or m.is_error()]
-    ending = [i for i, m in enumerate(matchers) if m.is_accepting() or i in done]
-    if done:
-        table[torch.tensor(done, device=device)] = False
-    if ending:
-        table[torch.tensor(ending, device=device)[:, None], eos_ids[None, :]] = True
-    return table
+    width = min(logits.shape[1], words.shape[1] * 32)
+    table = ((words[:, :, None] >> bits) & 1).bool().flatten(1)[:, :width]  # [R, width]: the tokenizer's tokens
+    for r, matcher in enumerate(matchers):
+        if matcher.is_stopped() or matcher.is_error():
+            table[r] = False
+        if matcher.is_accepting() or matcher.is_stopped() or matcher.is_error():
+            table[r, eos_ids] = True
+    for r, row in enumerate(rows):
+        logits[row, :width].masked_fill_(~table[r], lowest)
+        logits[row, width:] = lowest  # the model's padding rows past the tokenizer: never allowed
 
 
 def _one_line(message: str) -> str:

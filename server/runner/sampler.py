@@ -81,8 +81,8 @@ class BatchSampler:
                                    self.params[constrained[0]].grammar.vocab_size) if constrained else None
         logits = _finite(self._apply_penalties(logits))
         logits = self._block_early_eos(logits)
-        if constrained:
-            logits = self._constrain(logits, constrained, masks)
+        if constrained:  # logits is this step's own tensor here (_finite made it): masked in place
+            grammar.apply_masks(logits, constrained, masks, [self.matchers[i] for i in constrained], self.eos_ids)
         token_ids = torch.argmax(logits, dim=-1)  # [B]: greedy rows are done with one call
         for i, (p, g) in enumerate(zip(self.params, self.generators)):
             if not p.greedy:
@@ -108,15 +108,6 @@ class BatchSampler:
             freq = torch.tensor([p.frequency_penalty for p in self.params], device=logits.device)[:, None]
             pres = torch.tensor([p.presence_penalty for p in self.params], device=logits.device)[:, None]
             logits = logits - freq * self.counts - pres * (self.counts > 0)
-        return logits
-
-    def _constrain(self, logits: torch.Tensor, rows: list[int], masks: torch.Tensor) -> torch.Tensor:
-        """Tokens a constrained row's grammar does not allow get the lowest finite logit (never drawn, and its
-        logprobs stay finite); free rows are left exactly as they were."""
-        table = grammar.allowed(masks, [self.matchers[i] for i in rows], self.eos_ids, logits.shape[1])
-        index = torch.tensor(rows, device=logits.device)
-        logits = logits.clone()
-        logits[index] = logits[index].masked_fill(~table, torch.finfo(logits.dtype).min)
         return logits
 
     def _block_early_eos(self, logits: torch.Tensor) -> torch.Tensor:

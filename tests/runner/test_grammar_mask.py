@@ -46,9 +46,9 @@ def _text(tokenizer, tokens: list[int]) -> str:
 @pytest.mark.parametrize("temperature", [0.0, 0.7, 1.5])
 def test_a_constrained_row_follows_its_schema_and_ends_there(compiler, tokenizer, temperature):
     grammar = compiler.compile({"type": "json_schema", "schema": SCHEMA})
-    for seed in range(4):
+    for seed in range(2):
         params = SamplingParams(max_tokens=64, temperature=temperature, seed=seed, grammar=grammar)
-        tokens = _run(_sampler([params]), 40, seed)[0]
+        tokens = _run(_sampler([params]), 30, seed)[0]
         end = next(i for i, t in enumerate(tokens) if t in EOS)  # the grammar's end forces an end id
         answer = json.loads(_text(tokenizer, tokens[:end]))
         assert answer["kind"] in ("bark", "meow") and 0 <= answer["n"] <= 99 and set(answer) == {"kind", "n"}
