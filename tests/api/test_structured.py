@@ -102,6 +102,7 @@ async def test_constrained_and_free_rows_share_a_batch_and_the_free_rows_stay_to
     ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?<=x)a"}}}, "look-around"),
     ({"type": "wavelet"}, "wavelet"),
     ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "missing"),
+    ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "uniqueItems"),  # not enforceable
 ])
 async def test_a_schema_the_library_cannot_compile_is_a_400_naming_the_problem(client, schema, words):
     with pytest.raises(openai.BadRequestError) as caught:
