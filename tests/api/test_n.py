@@ -7,6 +7,7 @@ from server.audio.decode import decode_audio
 from server.engine.conversation import audio_question
 from tests.api.conftest import MODEL, metric
 from tests.api.test_chat import audio_part
+from tests.api.test_structured import Sound
 from tests.audio_samples import wav
 
 CLIP = wav(2.0, seed=60)
@@ -83,3 +84,11 @@ async def test_n_beyond_the_batch_is_a_400_naming_n(client):
     with pytest.raises(openai.BadRequestError) as caught:
         await client.chat.completions.create(model=MODEL, messages=_messages(), n=9, max_tokens=4)
     assert caught.value.body["param"] == "n" and "at most 8" in caught.value.body["message"]
+
+
+async def test_every_sample_follows_the_response_format(client):
+    response = await client.chat.completions.parse(model=MODEL, messages=_messages(), response_format=Sound, n=4,
+                                                   seed=8, temperature=1.0, max_tokens=160)
+    assert [choice.index for choice in response.choices] == [0, 1, 2, 3]
+    assert all(isinstance(choice.message.parsed, Sound) for choice in response.choices)
+    assert len({choice.message.content for choice in response.choices}) > 1
