@@ -5,7 +5,7 @@ import logging
 from server.engine.request import EngineError, OutOfMemory
 from server.engine.sequence import Sequence
 
-logger = logging.getLogger("server.engine.engine")  # the engine's own log lines, wherever the code lives
+logger = logging.getLogger(__name__)
 
 
 def halve(joining: list[Sequence], exc: Exception) -> tuple[list[Sequence], list[Sequence]]:
