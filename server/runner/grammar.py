@@ -97,14 +97,14 @@ def apply_masks(logits: torch.Tensor, rows: list[int], masks: torch.Tensor, matc
     bits = torch.arange(32, dtype=torch.int32, device=device)
     words = masks.to(device, non_blocking=True)
     width = min(logits.shape[1], words.shape[1] * 32)
-    table = ((words[:, :, None] >> bits) & 1).bool().flatten(1)[:, :width]  # [R, width]: the tokenizer's tokens
+    blocked = (((words[:, :, None] >> bits) & 1) == 0).flatten(1)[:, :width]  # [R, width]: the tokenizer's tokens
     for r, matcher in enumerate(matchers):
         if matcher.is_stopped() or matcher.is_error():
-            table[r] = False
+            blocked[r] = True
         if matcher.is_accepting() or matcher.is_stopped() or matcher.is_error():
-            table[r, eos_ids] = True
+            blocked[r, eos_ids] = False
     for r, row in enumerate(rows):
-        logits[row, :width].masked_fill_(~table[r], lowest)
+        logits[row, :width].masked_fill_(blocked[r], lowest)
         logits[row, width:] = lowest  # the model's padding rows past the tokenizer: never allowed
 
 
