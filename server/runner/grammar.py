@@ -25,8 +25,8 @@ from llguidance import LLMatcher
 
 logger = logging.getLogger(__name__)
 
-# Compact JSON (", " and ": " between items, no other whitespace): free whitespace lets a model pad an answer
-# with newlines until max_tokens, and a random-weight model does exactly that.
+# Compact JSON (", " and ": " between items, no other whitespace): free whitespace would let a model pad an
+# answer with newlines and spaces until max_tokens, a loop small models fall into.
 _JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _COMPILED_CACHE = 64  # response formats kept compiled: services tend to send the same schema again and again
 
