@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true",
                    help="instead: weights, peak memory and tokens/s of one request per --quantization "
                         "(memory.json, memory.md)")
+    p.add_argument("--structured", action="store_true",
+                   help="instead: the decode step time of --requests rows with none, half and all of them under a "
+                        "json_object grammar (structured.json)")
     p.add_argument("--quantization", default="none,int8,int4", help="with --memory: the quantizations to measure")
     p.add_argument("--roofline", action="store_true",
                    help="instead: batch-1 decode tokens/s, eager and through CUDA graphs, against the memory-bandwidth "
@@ -70,6 +73,11 @@ def main(argv: list[str]) -> int:
 
         print(run_roofline(model_dir, args.device, args.dtype, max(args.output_tokens, 16), Path(args.out))["markdown"])
         return 0
+    if args.structured:
+        from server.bench.structured import run_structured
+
+        args.clip_seconds = args.clip_seconds or 5.0
+        return run_structured(model_dir, args)
     if args.long_audio:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from server.engine import shedding
 from server.engine.heap import HeapTrimmer
 from server.engine.interface import LoadedModel, StepOutput
 from server.engine.request import (
@@ -96,6 +97,10 @@ class Engine:
     async def prepare(self, conversation: list[dict], clips: list) -> Prompt:
         """Tokenize a conversation (server.engine.conversation) and extract its clips' features, on the prep thread."""
         return await self._prep(self._processor.prepare, conversation, clips)
+
+    async def compile_grammar(self, response_format: dict) -> object:
+        """A response_format -> SamplingParams.grammar, compiled on the prep thread; ValueError if it cannot be."""
+        return await self._prep(self._processor.compile_grammar, response_format)
 
     @property
     def queue_depth(self) -> int:
@@ -244,19 +249,8 @@ class Engine:
             self._waiting.extendleft(reversed(back))
 
     def _shed(self, joining: list[Sequence], exc: Exception) -> list[Sequence]:
-        """A prefill failed: retry with half, the other half back at the head of the queue.
-
-        Out of memory, a smaller group may fit; any other failure is halved down to the one request that causes
-        it, so the others in its group are served as if it had never come.
-        """
-        oom = isinstance(exc, OutOfMemory)
-        if len(joining) == 1:  # only out of memory gets here alone
-            logger.error("out of memory prefilling request %s alone: %s", joining[0].request_id, exc)
-            joining[0].fail(EngineError("out of memory: this request does not fit next to the running batch"))
-            return []
-        keep, back = joining[: len(joining) // 2], joining[len(joining) // 2 :]
-        logger.warning("%s prefilling %d requests; retrying %d, requeueing %d",
-                       "out of memory" if oom else f"{type(exc).__name__} ({exc})", len(joining), len(keep), len(back))
+        """A prefill failed: retry with half (server/engine/shedding.py), the other half back at the queue's head."""
+        keep, back = shedding.halve(joining, exc)
         self._waiting.extendleft(reversed(back))
         return keep
 

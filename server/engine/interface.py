@@ -105,6 +105,11 @@ class Processor(Protocol):
         """A known-good short request: a second of silence and a question."""
         ...
 
+    def compile_grammar(self, response_format: dict) -> object:
+        """{"type": "json_object"} or {"type": "json_schema", "schema": {...}} -> the grammar SamplingParams.grammar
+        carries to the runner (opaque to the engine). ValueError, saying why, if it cannot be compiled."""
+        ...
+
 
 class Detokenizer(Protocol):
     """The event loop's side."""

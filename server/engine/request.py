@@ -23,6 +23,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # None: no logprobs; k >= 0: the sampled token's plus the k most likely
+    grammar: Any = None  # structured outputs: the compiled response_format (the model side's, opaque here); None: free
 
     @property
     def greedy(self) -> bool:

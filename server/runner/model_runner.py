@@ -123,13 +123,14 @@ class Qwen2AudioRunner:
     def _prefill(self, requests: Sequence[PrefillInput]) -> tuple[Batch, StepOutput]:
         """Encode the audio and the prompts of new requests (left-padded) and sample each row's first token."""
         started = time.perf_counter()
-        rows = [[*r.prompt.token_ids, *r.output_ids] for r in requests]
+        computed, copies = _share_prompts(requests)  # n samples of one request: one prefill, copied into n rows
+        rows = [[*r.prompt.token_ids, *r.output_ids] for r in computed]
         input_ids, attention_mask = self._left_pad(rows)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T], as generate() computes them
         cache, first = self._cache_from_shared_head(rows, input_ids.shape[1])  # first: the column computing starts at
         input_ids, block_positions = input_ids[:, first:], positions[:, first:]
         embeds = self.model.get_input_embeddings()(input_ids)  # [B, T - first, H]
-        clips = [clip for r in requests for clip in (r.prompt.features or [])]
+        clips = [clip for r in computed for clip in (r.prompt.features or [])]
         encoder_seconds = 0.0
         if clips:  # audio features take the places of the <|AUDIO|> tokens, clip after clip
             encoding = time.perf_counter()
@@ -140,6 +141,11 @@ class Qwen2AudioRunner:
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=block_positions, cache=cache,
             use_cache=True,
         ).last_hidden_state[:, -1]  # [B, H]: only the last position needs logits
+        if copies is not None:
+            index = torch.tensor(copies, device=self.device)
+            cache.batch_select_indices(index)
+            hidden, attention_mask, positions, input_ids = (t[index] for t in (hidden, attention_mask, positions,
+                                                                                input_ids))
         sampler = BatchSampler.create([r.params for r in requests], [r.prompt.token_ids for r in requests],
                                       [r.output_ids for r in requests], self._text_config.vocab_size,
                                       self._eos_token_ids, self.device)
@@ -226,6 +232,22 @@ class Qwen2AudioRunner:
             self._batch, self.kv_tokens = None, 0
             _release_cached_memory(self.device)
             raise BatchLost(f"the running batch was lost ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def _share_prompts(requests: Sequence[PrefillInput]) -> tuple[list[PrefillInput], list[int] | None]:
+    """The requests whose prompts to compute, and for each request the row of its prompt among them (None: one
+    each). Samples of one request (n > 1) share their Prompt object; one resumed after preemption has its own
+    tokens and is computed alone."""
+    computed: list[PrefillInput] = []
+    rows: dict[int, int] = {}  # id(prompt) -> its row in `computed`
+    copies = []
+    for r in requests:
+        key = id(r.prompt) if not r.output_ids else -1 - len(computed)
+        if key not in rows:
+            rows[key] = len(computed)
+            computed.append(r)
+        copies.append(rows[key])
+    return computed, copies if len(computed) < len(requests) else None
 
 
 @contextmanager

@@ -10,6 +10,7 @@ import torch
 from server.audio.clip import MAX_CLIP_SAMPLES, MAX_CLIP_SECONDS, MIN_CLIP_SAMPLES, SAMPLE_RATE
 from server.engine.conversation import audio_question, raw_prompt
 from server.engine.request import Prompt
+from server.runner.grammar import Grammar, GrammarCompiler
 
 # Mel frames per audio token: the encoder's second convolution has stride 2, then it pools by 2.
 FRAMES_PER_AUDIO_TOKEN = 4
@@ -27,6 +28,7 @@ class PromptProcessor:
         self._extractor = processor.feature_extractor
         self._audio_token = processor.audio_token
         self._audio_token_id = audio_token_id
+        self._grammars = GrammarCompiler(processor.tokenizer)  # structured outputs, compiled here, off the model thread
 
     def prepare(self, conversation: list[dict], clips: list[np.ndarray]) -> Prompt:
         if any(clip.shape[0] > MAX_CLIP_SAMPLES for clip in clips):
@@ -47,6 +49,9 @@ class PromptProcessor:
 
     def probe_prompt(self) -> Prompt:
         return self.prepare(audio_question("warm up"), [np.zeros(SAMPLE_RATE, np.float32)])
+
+    def compile_grammar(self, response_format: dict) -> Grammar:
+        return self._grammars.compile(response_format)
 
     def _log_mel(self, clip: np.ndarray) -> tuple[torch.Tensor, int]:
         """[mels, F] log-mel frames equal to the first F of the processor's 30 s ones, and the valid count L.

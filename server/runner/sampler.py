@@ -1,10 +1,11 @@
 """Per-row sampling over a batch whose requests each bring their own settings."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from server.engine.request import SamplingParams, TokenLogprob
+from server.runner import grammar
 
 
 @dataclass
@@ -22,6 +23,7 @@ class BatchSampler:
     counts: torch.Tensor | None  # [B, V] times generated; only when a row has a presence or frequency penalty
     eos_ids: torch.Tensor  # [E]
     vocab_size: int
+    matchers: list = field(default_factory=list)  # per row: its grammar's matcher (structured outputs), or None
 
     @classmethod
     def create(cls, params: list[SamplingParams], prompts: list[list[int]], outputs: list[tuple[int, ...]],
@@ -39,13 +41,18 @@ class BatchSampler:
                 if output:
                     counts[row].index_add_(0, torch.tensor(output, device=device), counts.new_ones(len(output)))
         generated = [len(output) for output in outputs]
-        return cls(params, generators, generated, seen, counts, torch.tensor(eos_ids, device=device), vocab_size)
+        ends = frozenset(eos_ids)
+        matchers = [grammar.start(p.grammar, output, ends) if p.grammar is not None else None
+                    for p, output in zip(params, outputs)]
+        return cls(params, generators, generated, seen, counts, torch.tensor(eos_ids, device=device), vocab_size,
+                   matchers)
 
     def selected(self, keep: list[int]) -> "BatchSampler":
         """The state of these rows only (a new object: the batch swaps it in once everything else is ready)."""
         return BatchSampler([self.params[i] for i in keep], [self.generators[i] for i in keep],
                             [self.generated[i] for i in keep], None if self.seen is None else self.seen[keep],
-                            None if self.counts is None else self.counts[keep], self.eos_ids, self.vocab_size)
+                            None if self.counts is None else self.counts[keep], self.eos_ids, self.vocab_size,
+                            [self.matchers[i] for i in keep])
 
     def extended(self, other: "BatchSampler") -> "BatchSampler":
         """This batch's rows, then those of a newly prefilled one (a new object, as for `selected`)."""
@@ -55,7 +62,8 @@ class BatchSampler:
         if self.counts is not None or other.counts is not None:
             counts = torch.cat([self._or_zeros(self.counts), other._or_zeros(other.counts)])
         return BatchSampler(self.params + other.params, self.generators + other.generators,
-                            self.generated + other.generated, seen, counts, self.eos_ids, self.vocab_size)
+                            self.generated + other.generated, seen, counts, self.eos_ids, self.vocab_size,
+                            self.matchers + other.matchers)
 
     def _or_zeros(self, table: torch.Tensor | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if table is not None:
@@ -65,7 +73,8 @@ class BatchSampler:
     def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, list[int], list[TokenLogprob | None]]:
         """logits: [B, V] float32 for the next position -> one token per row, as a tensor on the device and as a
         list (and its logprobs if asked). A failure on the way leaves the sampler as it was, seeded generators
-        included, so the step can be run again and draws what it would have drawn."""
+        included, so the step can be run again and draws what it would have drawn; the grammar matchers move
+        last, once nothing can fail."""
         states = [(g, g.get_state()) for g in self.generators if g is not None]
         try:
             token_ids, logits = self._draw(logits)
@@ -81,12 +90,24 @@ class BatchSampler:
                 generator.set_state(state)
             raise
         self.seen, self.counts, self.generated = seen, counts, [n + 1 for n in self.generated]
+        constrained = [i for i, m in enumerate(self.matchers) if m is not None]
+        if constrained:
+            ends = frozenset(self.eos_ids.tolist())
+            for i in constrained:
+                grammar.advance(self.matchers[i], tokens[i], ends)
         return token_ids, tokens, logprobs
 
     def _draw(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids, and the logits they were drawn from (penalties applied: what logprobs report)."""
+        """Token ids, and the logits they were drawn from (penalties and grammar masks applied: what logprobs
+        report)."""
+        constrained = [i for i, m in enumerate(self.matchers) if m is not None]
+        # the grammar masks first, on the CPU: on a GPU they are computed while the step's kernels still run
+        masks = grammar.fill_masks([self.matchers[i] for i in constrained],
+                                   self.params[constrained[0]].grammar.vocab_size) if constrained else None
         logits = _finite(self._apply_penalties(logits))
         logits = self._block_early_eos(logits)
+        if constrained:  # logits is this step's own tensor here (_finite made it): masked in place
+            grammar.apply_masks(logits, constrained, masks, [self.matchers[i] for i in constrained], self.eos_ids)
         token_ids = torch.argmax(logits, dim=-1)  # [B]: greedy rows are done with one call
         for i, (p, g) in enumerate(zip(self.params, self.generators)):
             if not p.greedy:
@@ -104,7 +125,9 @@ class BatchSampler:
         return logits
 
     def _block_early_eos(self, logits: torch.Tensor) -> torch.Tensor:
-        rows = [i for i, (p, n) in enumerate(zip(self.params, self.generated)) if n < p.min_tokens]
+        # min_tokens holds back the end of free rows only: a constrained row ends when its grammar is complete
+        rows = [i for i, (p, n, m) in enumerate(zip(self.params, self.generated, self.matchers))
+                if n < p.min_tokens and m is None]
         if rows:
             logits = logits.clone()
             logits[torch.tensor(rows, device=logits.device)[:, None], self.eos_ids[None, :]] = float("-inf")

@@ -64,7 +64,9 @@ def output_budget(info: ModelInfo, prompt: Prompt, requested: int | None, defaul
     return requested if requested is not None else min(default, room)
 
 
-def submit(engine: Engine, metrics: Metrics, prompt: Prompt, params: SamplingParams) -> RequestStream:
+def submit(engine: Engine, metrics: Metrics, prompt: Prompt, params: SamplingParams,
+           count_prompt: bool = True) -> RequestStream:
+    """`count_prompt`: false for the second and later samples of one request (n > 1), which share its prefill."""
     try:
         stream = engine.submit(prompt, params, request_id.get())
     except RequestTooLargeError as exc:
@@ -74,7 +76,8 @@ def submit(engine: Engine, metrics: Metrics, prompt: Prompt, params: SamplingPar
         raise APIError(429, f"the server is busy: {exc}", code="server_busy", headers={"Retry-After": retry}) from exc
     except EngineError as exc:
         raise APIError(503, str(exc), code="engine_unavailable") from exc
-    metrics.prompt_tokens.inc(prompt.num_tokens)
+    if count_prompt:
+        metrics.prompt_tokens.inc(prompt.num_tokens)
     return stream
 
 

@@ -43,7 +43,7 @@ class ResponsesServing:
         history = self._history(request.previous_response_id)
         chat_request = _to_chat(request, history)
         try:
-            prompt, stream = await self.chat.start(chat_request)
+            prompt, (stream,) = await self.chat.start(chat_request)
         except APIError as exc:
             _rename_param(exc, offset=len(chat_request.messages) - len(request.items))
             raise

@@ -53,7 +53,7 @@ async def test_missing_file(http):
 
 
 CHAT_CASES = [
-    (_chat("hi", n=2), 400),
+    (_chat("hi", n=129), 400),
     (_chat("hi", modalities=["text", "audio"]), 400),
     (_chat("hi", audio={"voice": "alloy", "format": "wav"}), 400),
     (_chat("hi", temperature=3), 400),
@@ -62,7 +62,7 @@ CHAT_CASES = [
     (_chat("hi", max_tokens=100_000), 400),
     (_chat("hi", top_logprobs=50, logprobs=True), 400),
     (_chat("hi", tools=[{"type": "function", "function": {"name": "f"}}]), 400),
-    (_chat("hi", response_format={"type": "json_object"}), 400),
+    (_chat("hi", response_format={"type": "json_schema"}), 400),
     (_chat("hi", stop=["a", "b", "c", "d", "e"]), 400),
     (_chat([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]), 400),
     (_chat([{"type": "input_audio", "input_audio": {"data": "%%% not base64 %%%", "format": "wav"}}]), 400),
@@ -101,8 +101,8 @@ async def test_oversized_body_is_413(http):
 
 async def test_sdk_raises_typed_errors_and_the_server_keeps_serving(client):
     with pytest.raises(openai.BadRequestError) as bad:
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=3)
-    assert "n=1" in bad.value.message
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=9)
+    assert "at most 8 samples" in bad.value.message and bad.value.body["param"] == "n"  # the tests' --max-batch-size
     with pytest.raises(openai.NotFoundError):
         await client.audio.transcriptions.create(model="nope", file=("a.wav", wav(1.0)))
     with pytest.raises(openai.APIStatusError) as undecodable:

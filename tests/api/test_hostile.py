@@ -130,7 +130,7 @@ def _audio(url: str) -> list[dict]:
 
 OUT_OF_RANGE = [
     ("temperature", -0.1), ("temperature", 2.5), ("top_p", 0), ("top_p", 1.5), ("max_tokens", 0),
-    ("max_tokens", -5), ("max_tokens", 10**9), ("max_completion_tokens", 0), ("n", 0), ("n", 5),
+    ("max_tokens", -5), ("max_tokens", 10**9), ("max_completion_tokens", 0), ("n", 0), ("n", 129),
     ("presence_penalty", 3), ("frequency_penalty", -2.5), ("top_logprobs", 21), ("seed", 2**70), ("top_k", -2),
     ("min_p", 1.5), ("repetition_penalty", 0), ("repetition_penalty", 11), ("min_tokens", -1),
     ("temperature", "hot"), ("max_tokens", "many"), ("max_tokens", 3.5), ("stream", "maybe"), ("stop", 12), ("logprobs", "yes"),

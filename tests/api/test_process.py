@@ -99,6 +99,20 @@ async def test_disconnect_mid_stream_cancels_the_work(server):
     assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
 
 
+async def test_disconnect_mid_stream_cancels_every_sample_of_n(server):
+    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    body = {"model": MODEL, "max_tokens": 2000, "stream": True, "ignore_eos": True, "n": 3,
+            "messages": [{"role": "user", "content": "three very long answers"}]}
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if '"content": "' in line and '"content": ""' not in line:
+                    break  # leave at the first token of any sample
+    assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
+    assert _metric(server, "qwen2_audio_queue_depth") == 0
+    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
+
+
 def test_serve_help_lists_every_option():
     out = subprocess.run([sys.executable, "-m", "server", "serve", "--help"], capture_output=True, text=True, check=True)
     for flag in ["--model", "--served-model-name", "--host", "--port", "--device", "--dtype", "--api-key",

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from server.api.protocol import OpenAIRequest
 from server.engine.request import SamplingParams
@@ -61,6 +61,35 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JSONSchema(BaseModel):
+    """OpenAI's response_format.json_schema: the schema the answer must follow, enforced while decoding."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchema | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> "ResponseFormat":
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format: type json_schema needs a json_schema object with a name and a schema")
+        return self
+
+    def grammar_spec(self) -> dict | None:
+        """What the model side compiles (None: free text). A json_schema without a schema is any JSON object."""
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.type == "json_schema" else None
+        return {"type": "json_schema", "schema": schema} if schema is not None else {"type": "json_object"}
+
+
 class ChatCompletionRequest(OpenAIRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str
@@ -71,9 +100,9 @@ class ChatCompletionRequest(OpenAIRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     modalities: list[str] | None = None
-    n: int = Field(1, ge=1)
+    n: int = Field(1, ge=1, le=128)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    response_format: dict | None = None
+    response_format: ResponseFormat | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     stop: str | list[str] | None = None
     stream: StrictBool = False
@@ -93,14 +122,10 @@ class ChatCompletionRequest(OpenAIRequest):
 
     @model_validator(mode="after")
     def _supported(self) -> "ChatCompletionRequest":
-        if self.n != 1:
-            raise ValueError("n: only n=1 is supported")
         if self.modalities and set(self.modalities) - {"text"} or self.audio is not None:
             raise ValueError("modalities: this model produces text only; audio output is not supported")
         if self.tools or self.tool_choice not in (None, "none"):
             raise ValueError("tools: tool calling is not supported by this model")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise ValueError("response_format: only {'type': 'text'} is supported")
         if self.logit_bias:
             raise ValueError("logit_bias: not supported")
         if self.top_logprobs and not self.logprobs:
