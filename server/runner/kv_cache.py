@@ -81,6 +81,10 @@ class SlabLayer(DynamicLayer):
         self.swap(new_keys, new_values)
         self.set_view(keys.shape[0], 0, keys.shape[2])
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """These rows, in this order, repeats allowed (n samples of one prompt), in fresh buffers."""
+        self.remake(self.keys[indices], self.values[indices])
+
     def compact(self, rows: list[int]) -> None:
         """Keep these rows (ascending), moved down in place: no allocation."""
         for i, row in enumerate(rows):

@@ -33,7 +33,7 @@ def _run(sampler: BatchSampler, steps: int, seed: int = 0) -> list[list[int]]:
     out: list[list[int]] = [[] for _ in range(rows)]
     for _ in range(steps):
         logits = torch.randn(VOCAB, generator=generator) * 3
-        tokens, _ = sampler.sample(logits.expand(rows, VOCAB).clone())
+        _, tokens, _ = sampler.sample(logits.expand(rows, VOCAB).clone())
         for row, token in enumerate(tokens):
             out[row].append(token)
     return out
@@ -70,8 +70,7 @@ def test_rows_leaving_and_joining_keep_their_own_matchers(compiler, tokenizer):
     params = [SamplingParams(max_tokens=64, temperature=1.0, seed=s, grammar=grammar) for s in (11, 12)]
     whole = _run(_sampler(params[:1]), 40, seed=5)[0]
     sampler = _sampler([SamplingParams(max_tokens=64), params[0]])
-    sampler.extend(_sampler([params[1]]))
-    sampler.select([1, 2])  # the free row leaves; the constrained ones go on
+    sampler = sampler.extended(_sampler([params[1]])).selected([1, 2])  # the free row leaves; the others go on
     assert _run(sampler, 40, seed=5)[0] == whole
 
 
@@ -82,14 +81,14 @@ def test_a_resumed_row_replays_its_tokens_into_the_matcher(compiler):
     resumed = _sampler([SamplingParams(max_tokens=64, temperature=0.0, grammar=grammar)], [tuple(tokens[:4])])
     generator = torch.Generator().manual_seed(9)
     logits = [torch.randn(VOCAB, generator=generator) * 3 for _ in range(30)]
-    assert [resumed.sample(step[None].clone())[0][0] for step in logits[4:]] == tokens[4:]
+    assert [resumed.sample(step[None].clone())[1][0] for step in logits[4:]] == tokens[4:]
 
 
 def test_masked_logprobs_stay_finite(compiler):
     grammar = compiler.compile({"type": "json_schema", "schema": {"type": "boolean"}})
     sampler = _sampler([SamplingParams(max_tokens=8, temperature=0.0, logprobs=5, grammar=grammar)])
     for _ in range(3):
-        _, logprobs = sampler.sample(torch.randn(1, VOCAB))
+        _, _, logprobs = sampler.sample(torch.randn(1, VOCAB))
         values = [logprobs[0].logprob, *(value for _, value in logprobs[0].top)]
         assert all(v == v and abs(v) != float("inf") for v in values)
 
