@@ -70,7 +70,9 @@ class Responder:
                 status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
         except asyncio.CancelledError:
             status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason}
-        except (APIError, EngineError) as exc:
+        except Exception as exc:  # the engine's or the prompt's refusal, or a fault: the response fails, not the session
+            if not isinstance(exc, APIError | EngineError):
+                logger.exception("response %s failed", response_id)
             error = exc if isinstance(exc, APIError) else APIError(500, str(exc), code="engine_error")
             body = error.body()["error"]
             status, details = "failed", {"type": "failed", "error": {k: body[k] for k in ("type", "code", "message")}}
