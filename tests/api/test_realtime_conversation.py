@@ -128,3 +128,22 @@ async def test_the_oldest_turns_leave_the_prompt_when_the_context_is_full(chat):
     assert events[-1]["response"]["status"] == "completed"
     prompt = text(prompts[-1])
     assert "turn0 " not in prompt and "turn9 " in prompt and "left out to fit" in prompt
+
+
+async def test_input_transcription_in_a_voice_chat_is_for_the_client_and_the_model_hears_the_audio(chat):
+    track = np.concatenate([silence(0.5), speak(SENTENCES[2]), silence(1.5)])
+    async with chat() as (connection, prompts, text):
+        await connection.session.update(session={"type": "realtime", "audio": {"input": {"transcription": {}}}})
+        events = await until(connection, "session.updated", [])
+        for piece in chunks(pcm24k(track)):
+            await connection.input_audio_buffer.append(audio=piece)
+        events = await until(connection, "response.done", events)
+        events = await until(connection, "conversation.item.input_audio_transcription.completed", events)
+        await connection.response.create()
+        events = await until(connection, "response.done", events, count=2)
+    user_item = of(events, "input_audio_buffer.committed")[0]["item_id"]
+    completed = of(events, "conversation.item.input_audio_transcription.completed")[0]
+    assert completed["item_id"] == user_item and completed["transcript"] == ANSWER  # the scripted model's words
+    done = [e["item"] for e in of(events, "conversation.item.done") if e["item"]["id"] == user_item]
+    assert done[0]["content"][0]["transcript"] == ANSWER
+    assert all(p.audio_tokens > 0 for p in prompts)  # the answers' prompts hold the audio, not the transcript

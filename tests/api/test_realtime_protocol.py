@@ -215,3 +215,18 @@ async def test_a_client_that_stops_reading_is_disconnected_not_waited_for(limite
         assert code == 4003
         while await metric(http, "qwen2_audio_realtime_sessions") > 0:
             await asyncio.sleep(0.05)
+
+
+async def test_an_idle_timeout_commits_the_quiet_audio(live):
+    async with await opened(live + "?intent=transcription") as ws:
+        await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
+            "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}})
+        await next_of(ws, "session.updated")
+        for piece in chunks(pcm24k(silence(6.0))):
+            await send(ws, type="input_audio_buffer.append", audio=piece)
+        timeout = await next_of(ws, "input_audio_buffer.timeout_triggered")
+        assert timeout["audio_start_ms"] == 0 and 5000 <= timeout["audio_end_ms"] < 6000
+        committed = await recv(ws)
+        assert (committed["type"], committed["item_id"]) == ("input_audio_buffer.committed", timeout["item_id"])
+        completed = await next_of(ws, "conversation.item.input_audio_transcription.completed")
+        assert completed["item_id"] == timeout["item_id"]
