@@ -31,6 +31,15 @@ def _authorized(websocket: WebSocket) -> bool:
     return any([hmac.compare_digest(given, key.encode()) for key in keys])
 
 
+def _chosen(offered: list[str]) -> str | None:
+    """The subprotocol to answer with: a browser that offered any fails the connection if none is chosen.
+    `realtime` (what OpenAI's server chooses), else the first offered that is not the key, else the key itself."""
+    if "realtime" in offered:
+        return "realtime"
+    others = [p for p in offered if not p.startswith(KEY_SUBPROTOCOL)]
+    return (others or offered or [None])[0]
+
+
 @router.websocket("/v1/realtime")
 async def realtime(websocket: WebSocket, intent: str | None = None, model: str | None = None) -> None:
     if not _authorized(websocket):
@@ -39,7 +48,6 @@ async def realtime(websocket: WebSocket, intent: str | None = None, model: str |
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
             return await websocket.send_denial_response(JSONResponse(body, status_code=401))
         return await websocket.close(code=1008, reason="invalid_api_key")  # the server answers the handshake 403
-    offered = websocket.scope.get("subprotocols", [])
-    await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+    await websocket.accept(subprotocol=_chosen(websocket.scope.get("subprotocols", [])))
     await websocket.app.state.realtime.serve(websocket.receive, websocket.send_text,
                                              lambda code, reason: websocket.close(code, reason), intent, model)

@@ -147,3 +147,20 @@ async def test_input_transcription_in_a_voice_chat_is_for_the_client_and_the_mod
     done = [e["item"] for e in of(events, "conversation.item.done") if e["item"]["id"] == user_item]
     assert done[0]["content"][0]["transcript"] == ANSWER
     assert all(p.audio_tokens > 0 for p in prompts)  # the answers' prompts hold the audio, not the transcript
+
+
+async def test_speaking_again_interrupts_the_answer(chat):
+    turn = np.concatenate([silence(0.5), speak(SENTENCES[3]), silence(1.5)])
+    async with chat(answer="word " * 900) as (connection, prompts, text):
+        for piece in chunks(pcm24k(turn)):
+            await connection.input_audio_buffer.append(audio=piece)
+        events = await until(connection, "response.output_text.delta", [])
+        for piece in chunks(pcm24k(turn)):  # the user speaks again while the long answer streams
+            await connection.input_audio_buffer.append(audio=piece)
+        events = await until(connection, "response.done", events)
+        first = events[-1]["response"]
+        assert first["status"] == "cancelled" and first["status_details"]["reason"] == "turn_detected"
+        events = await until(connection, "response.done", events, count=2)  # the new turn's own answer
+    assert [e["type"] for e in events].count("input_audio_buffer.speech_started") == 2
+    answered = [e["response"]["output"][0]["content"][0]["text"] for e in of(events, "response.done")]
+    assert answered[0] and len(answered[0]) < len(answered[1])  # what was said before the cut stays, cut short

@@ -57,8 +57,8 @@ class Conversation:
 
     def speech_started(self) -> None:
         vad = self.session.config.audio.input.turn_detection
-        if vad is not None and vad.interrupt_response and self.responder.active:
-            asyncio.create_task(self.responder.cancel("turn_detected"))
+        if vad is not None and vad.interrupt_response:
+            self.responder.interrupt("turn_detected")
 
     def add_user_audio(self, item_id: str, previous: str | None, samples: np.ndarray, by_vad: bool) -> None:
         """A committed turn (the session sent committed and item.added); it is done now unless a transcript comes."""

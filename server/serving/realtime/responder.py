@@ -23,32 +23,45 @@ class Responder:
         self.conversation = conversation
         self.task: asyncio.Task | None = None
         self.response_id: str | None = None
-        self.cancel_reason = "client_cancelled"
+        self.cancel_reasons: dict[str, str] = {}  # response id -> why it was cancelled
 
     @property
     def active(self) -> bool:
         return self.task is not None and not self.task.done()
 
     def start(self, params: ResponseParams | None) -> None:
+        """A new response; one being cancelled (the user spoke again) ends first."""
         params = params or ResponseParams()
-        if self.active:
+        if self.active and not self.task.cancelling():
             raise ClientError(f"the conversation already has an active response ({self.response_id}); cancel it "
                               "first (response.cancel)", "conversation_already_has_active_response")
         if "audio" in (params.output_modalities or []):
             raise ClientError("this server answers in text only (Qwen2-Audio does not speak): set output_modalities "
                               "to [\"text\"]", "unsupported_modality", "response.output_modalities")
+        previous = self.task if self.active else None
         self.response_id = new_id("resp")
-        self.task = asyncio.create_task(self._respond(self.response_id, params))
+        self.task = asyncio.create_task(self._respond(self.response_id, params, previous))
 
-    async def cancel(self, reason: str, response_id: str | None = None) -> bool:
-        if not self.active or (response_id is not None and response_id != self.response_id):
+    def interrupt(self, reason: str) -> bool:
+        """Cancel the response in progress, without waiting for it to end."""
+        if not self.active or self.task.cancelling():
             return False
-        self.cancel_reason = reason
+        self.cancel_reasons[self.response_id] = reason
         self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
         return True
 
-    async def _respond(self, response_id: str, params: ResponseParams) -> None:
+    async def cancel(self, reason: str, response_id: str | None = None) -> bool:
+        if response_id is not None and response_id != self.response_id:
+            return False
+        task = self.task
+        if not self.interrupt(reason):
+            return False
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def _respond(self, response_id: str, params: ResponseParams, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
         emit = self.session.emit
         item_id = new_id("item")
         base = {"id": response_id, "object": "realtime.response", "conversation_id": self.session.id,
@@ -69,7 +82,8 @@ class Responder:
             if completion.finish_reason == "length":
                 status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
         except asyncio.CancelledError:
-            status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason}
+            status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reasons.pop(response_id,
+                                                                                          "client_cancelled")}
         except Exception as exc:  # the engine's or the prompt's refusal, or a fault: the response fails, not the session
             if not isinstance(exc, APIError | EngineError):
                 logger.exception("response %s failed", response_id)
