@@ -87,7 +87,7 @@ async def test_broken_events_get_error_events_naming_them_and_the_session_goes_o
 
 
 async def test_a_client_that_vanishes_mid_turn_leaves_no_engine_work(live, http):
-    pcm = pcm24k(np.concatenate([speak(SENTENCES[2]), speak(SENTENCES[3])]))
+    pcm = pcm24k(np.concatenate([speak(s) for s in SENTENCES[:8]])[: 28 * 16_000])  # a long turn: hundreds of tokens
     ws = await opened(live + "?intent=transcription")
     await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
         "turn_detection": None}}})
@@ -230,3 +230,19 @@ async def test_an_idle_timeout_commits_the_quiet_audio(live):
         assert (committed["type"], committed["item_id"]) == ("input_audio_buffer.committed", timeout["item_id"])
         completed = await next_of(ws, "conversation.item.input_audio_transcription.completed")
         assert completed["item_id"] == timeout["item_id"]
+
+
+async def test_a_turn_that_fails_gets_a_failed_event_and_the_item_still_completes(limited):
+    async with limited(request_timeout_s=0.001) as (url, _):  # no turn can be transcribed within 1 ms
+        async with await opened(url + "?intent=transcription") as ws:
+            await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
+                "turn_detection": None}}})
+            for piece in chunks(pcm24k(speak(SENTENCES[0]))):
+                await send(ws, type="input_audio_buffer.append", audio=piece)
+            await send(ws, type="input_audio_buffer.commit")
+            failed = await next_of(ws, "conversation.item.input_audio_transcription.failed")
+            assert (failed["error"]["type"], failed["error"]["code"]) == ("invalid_request_error", "timeout")
+            done = await recv(ws)
+            assert done["type"] == "conversation.item.done" and done["item"]["id"] == failed["item_id"]
+            await send(ws, type="input_audio_buffer.clear")  # the session goes on
+            assert (await recv(ws))["type"] == "input_audio_buffer.cleared"

@@ -17,4 +17,4 @@ from server.serving.transcription import TranscriptionServing
 
 def realtime_serving(transcription: TranscriptionServing, chat: ChatServing, detector: SpeechDetector,
                      metrics: Metrics, settings: Settings) -> RealtimeServing:
-    return RealtimeServing(Services(transcription, chat, detector, metrics, settings, Conversation), chat.info)
+    return RealtimeServing(Services(transcription, chat, detector, metrics, settings, Conversation))

@@ -11,7 +11,6 @@ from typing import Literal
 
 from server.api.protocol.realtime import error_event
 from server.config import Settings
-from server.engine.interface import ModelInfo
 from server.metrics import Metrics
 from server.request_context import request_id
 from server.serving.realtime.errors import (
@@ -36,11 +35,10 @@ DRAIN_S = 2.0  # how long a closing session waits for its last events (the error
 
 
 class RealtimeServing:
-    def __init__(self, services: Services, info: ModelInfo) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.settings: Settings = services.settings
         self.metrics: Metrics = services.metrics
-        self.info = info
         self.open = 0
 
     async def serve(self, receive: Receive, send_text: SendText, close: CloseSocket, intent: str | None,

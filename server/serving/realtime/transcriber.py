@@ -20,6 +20,7 @@ from server.audio.chunking import Clip, SpeechClips
 from server.audio.vad import SpeechDetector
 from server.metrics import Metrics
 from server.serving.formats import TranscribedClip, join_texts, transcription_logprobs, transcription_usage
+from server.serving.generation import timed_out
 from server.serving.transcription import TranscriptionServing
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class Transcriber:
         texts: list[str] = []
         failure: APIError | None = None
         try:
-            async with aclosing(self.serving.transcribe_clips(request, self._clips(samples))) as pieces:
+            async with asyncio.timeout(self.serving.timeout_s or None), \
+                    aclosing(self.serving.transcribe_clips(request, self._clips(samples))) as pieces:
                 async for piece in pieces:
                     if isinstance(piece, TranscribedClip):
                         clips.append(piece)
@@ -70,6 +72,8 @@ class Transcriber:
                                         content_index=0, delta=piece))
         except APIError as exc:
             failure = exc
+        except TimeoutError:
+            failure = timed_out(self.serving.timeout_s)
         except Exception:
             logger.exception("transcribing item %s failed", item_id)
             failure = APIError(500, f"transcribing item {item_id} failed on the server", code="server_error")
