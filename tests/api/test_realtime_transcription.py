@@ -19,7 +19,7 @@ from server.runner.loader import LoadConfig, load_model
 from tests.api.conftest import MODEL, metric
 from tests.api.realtime import checked, chunks, listening, pcm24k, silence, wav24k
 from tests.scripted import scripted
-from tests.speech import SENTENCES, requires_espeak, speak
+from tests.speech import SENTENCES, requires_espeak, speak, speech_track
 
 pytestmark = requires_espeak
 
@@ -56,8 +56,9 @@ async def transcription_session(connection, **audio_input) -> list[dict]:
     return await until(connection, "session.updated", events)
 
 
-async def test_a_committed_turn_is_transcribed_as_the_transcriptions_endpoint_does(live, client):
-    pcm = pcm24k(np.concatenate([silence(0.3), speak(SENTENCES[0]), silence(0.3)]))
+@pytest.mark.parametrize("seconds", [3, 45], ids=["short", "over-30-s-cut-at-pauses"])
+async def test_a_committed_turn_is_transcribed_as_the_transcriptions_endpoint_does(live, client, seconds):
+    pcm = pcm24k(np.concatenate([silence(0.3), speech_track(seconds)[0], silence(0.3)]))
     expected = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav24k(pcm)))
     async with sdk(live).realtime.connect(model=MODEL, extra_query={"intent": "transcription"}) as connection:
         events = await transcription_session(connection, turn_detection=None,
@@ -134,3 +135,19 @@ async def test_server_vad_finds_each_turn_and_items_complete_in_speech_order(scr
     assert starts[0]["audio_start_ms"] <= 500 < stops[0]["audio_end_ms"]
     assert stops[0]["audio_end_ms"] < starts[1]["audio_start_ms"] < stops[1]["audio_end_ms"] < starts[2]["audio_start_ms"]
 
+
+
+async def test_speech_that_runs_on_past_30_s_is_cut_into_turns_the_encoder_takes_whole(live):
+    talk = np.concatenate([speak(SENTENCES[i % len(SENTENCES)]) for i in range(14)])  # no pause of 2 s in it
+    assert talk.shape[0] > 35 * 16_000
+    async with sdk(live).realtime.connect(model=MODEL, extra_query={"intent": "transcription"}) as connection:
+        events = await transcription_session(connection, turn_detection={
+            "type": "server_vad", "silence_duration_ms": 2000})
+        for piece in chunks(pcm24k(np.concatenate([silence(0.5), talk, silence(2.5)]))):
+            await connection.input_audio_buffer.append(audio=piece)
+        events = await until(connection, "conversation.item.done", events, count=2)
+    starts = [e["audio_start_ms"] for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stops = [e["audio_end_ms"] for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    assert len(starts) == len(stops) == 2
+    assert stops[0] - starts[0] <= 30_000 and stops[0] == starts[1]  # cut, nothing lost at the cut
+    assert stops[1] > (0.5 + talk.shape[0] / 16_000) * 1000
