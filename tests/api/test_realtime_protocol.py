@@ -18,6 +18,7 @@ from server.runner.loader import LoadConfig, load_model
 from tests.api.conftest import MODEL, metric
 from tests.api.realtime import checked, chunks, listening, pcm24k, silence
 from tests.speech import SENTENCES, requires_espeak, speak
+from tests.waiting import eventually
 
 pytestmark = requires_espeak
 
@@ -97,10 +98,15 @@ async def test_a_client_that_vanishes_mid_turn_leaves_no_engine_work(live, http)
     await next_of(ws, "conversation.item.input_audio_transcription.delta")  # the engine is transcribing it
     assert await metric(http, "qwen2_audio_running_requests") + await metric(http, "qwen2_audio_queue_depth") > 0
     ws.transport.abort()  # no close frame: the client is simply gone
-    while await metric(http, "qwen2_audio_realtime_sessions") > 0:
-        await asyncio.sleep(0.05)
-    while await metric(http, "qwen2_audio_running_requests") + await metric(http, "qwen2_audio_queue_depth") > 0:
-        await asyncio.sleep(0.05)  # the cancelled request leaves the batch at the engine's next step
+    async def idle() -> bool:  # the cancelled request leaves the batch at the engine's next step
+        return await metric(http, "qwen2_audio_running_requests") + await metric(http, "qwen2_audio_queue_depth") == 0
+
+    assert await eventually(lambda: _sessions_closed(http))
+    assert await eventually(idle)
+
+
+async def _sessions_closed(http) -> bool:
+    return await metric(http, "qwen2_audio_realtime_sessions") == 0
 
 
 async def test_g711_audio_is_decoded(live):
@@ -178,7 +184,7 @@ async def test_each_limit_is_an_error_event_and_its_own_close_code(limited):
             assert (error["type"], error["code"], code) == ("rate_limit_error", "too_many_sessions", 1013)
             await send(first, type="input_audio_buffer.append", audio="A" * 20_000)
             assert await _code(first) == ("message_too_large", 1009)
-        assert await metric(http, "qwen2_audio_realtime_sessions") == 0
+        assert await eventually(lambda: _sessions_closed(http))
         async with await opened(url + "?intent=transcription") as ws:
             await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
                 "turn_detection": None}}})
@@ -213,8 +219,7 @@ async def test_a_client_that_stops_reading_is_disconnected_not_waited_for(limite
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else None
         assert code == 4003
-        while await metric(http, "qwen2_audio_realtime_sessions") > 0:
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: _sessions_closed(http))
 
 
 async def test_an_idle_timeout_commits_the_quiet_audio(live):
