@@ -90,6 +90,9 @@ async def test_a_spoken_turn_found_by_server_vad_gets_an_answer_by_itself(chat):
     assert kinds[:5] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
                          "input_audio_buffer.committed", "conversation.item.added", "conversation.item.done"]
     assert [e["response"]["status"] for e in of(events, "response.done")] == ["completed", "completed"]
+    added = of(events, "conversation.item.added")  # user audio, answer, user text, answer: each after the last
+    assert [e["item"]["role"] for e in added] == ["user", "assistant", "user", "assistant"]
+    assert [e["previous_item_id"] for e in added] == [None] + [e["item"]["id"] for e in added[:-1]]
     assert prompts[0].audio_tokens > 0
     assert prompts[1].audio_tokens == prompts[0].audio_tokens  # the spoken turn stays in the conversation
     assert ANSWER in text(prompts[1]) and "And again?" in text(prompts[1])

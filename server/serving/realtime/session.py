@@ -204,10 +204,16 @@ class RealtimeSession:
         self.turns, self.speech_item = self._turn_detector(), None
         self.emit(event("input_audio_buffer.cleared"))
 
+    def _last_item(self) -> str | None:
+        if self.conversation is not None:  # text items and answers are in the conversation too
+            return self.conversation.items[-1].id if self.conversation.items else None
+        return self.last_item
+
     def _commit_turn(self, start: int, end: int, item_id: str, by_vad: bool) -> None:
         ended_at = time.perf_counter()
         samples = self.buffer.take(start, end)
-        previous, self.last_item = self.last_item, item_id
+        previous = self._last_item()
+        self.last_item = item_id
         self.emit(event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
         self.emit(event("conversation.item.added", previous_item_id=previous,
                         item=user_audio_item(item_id, "in_progress" if self.conversation is None else "completed",
@@ -217,8 +223,7 @@ class RealtimeSession:
         transcription = self.config.audio.input.transcription
         if self.conversation is not None:
             self.conversation.add_user_audio(item_id, previous, samples, by_vad)
-        if self.conversation is None or transcription is not None:
-            transcription = transcription or self.config.audio.input.transcription
+        if self.conversation is None or transcription is not None:  # a transcription session transcribes anyway
             request = TranscriptionRequest(model=self.config.model or "-",
                                            language=transcription.language if transcription else None,
                                            prompt=transcription.prompt if transcription else None)
