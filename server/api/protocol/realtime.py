@@ -8,7 +8,7 @@ out: this model has no voice). Fields this server has no use for are accepted an
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field
 
 from server.api.protocol import OpenAIRequest
 
@@ -189,7 +189,6 @@ UNSUPPORTED_EVENTS = {
     "conversation.item.truncate": "there is no audio output to truncate",
     "output_audio_buffer.clear": "this server answers in text only: there is no output audio",
 }
-SessionAdapter = TypeAdapter(Session)
 
 
 # --- server events ---------------------------------------------------------------------------------------------
@@ -216,12 +215,10 @@ def text_item(item_id: str, role: str, status: str, text: str) -> dict:
             "content": [{"type": part, "text": text}]}
 
 
-class Usage(BaseModel):
-    """A response's usage (RealtimeResponseUsage)."""
 
-    model_config = ConfigDict(extra="forbid")
-    total_tokens: int
-    input_tokens: int
-    output_tokens: int
-    input_token_details: dict
-    output_token_details: dict
+def response_usage(input_tokens: int, audio_tokens: int, output_tokens: int) -> dict:
+    """A response's usage (RealtimeResponseUsage): text answers, so no output audio and no prompt cache."""
+    return {"total_tokens": input_tokens + output_tokens, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "input_token_details": {"text_tokens": input_tokens - audio_tokens, "audio_tokens": audio_tokens,
+                                    "cached_tokens": 0},
+            "output_token_details": {"text_tokens": output_tokens, "audio_tokens": 0}}

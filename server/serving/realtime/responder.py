@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from server.api.errors import APIError
-from server.api.protocol.realtime import ResponseParams, event, new_id, text_item
+from server.api.protocol.realtime import ResponseParams, event, new_id, response_usage, text_item
 from server.engine.conversation import audio_part, message, text_part
 from server.engine.request import EngineError, Prompt, SamplingParams
 from server.serving.generation import Completion, events, prepare, submit
@@ -149,10 +149,7 @@ def _chat(instructions: str | None, items: list, dropped: bool) -> tuple[list[di
     return conversation, clips
 
 
+
 def _usage(prompt: Prompt | None, completion: Completion) -> dict:
-    input_tokens = prompt.num_tokens if prompt else 0
-    audio = prompt.audio_tokens if prompt else 0
-    output = len(completion.token_ids)
-    return {"total_tokens": input_tokens + output, "input_tokens": input_tokens, "output_tokens": output,
-            "input_token_details": {"text_tokens": input_tokens - audio, "audio_tokens": audio, "cached_tokens": 0},
-            "output_token_details": {"text_tokens": output, "audio_tokens": 0}}
+    return response_usage(prompt.num_tokens if prompt else 0, prompt.audio_tokens if prompt else 0,
+                          len(completion.token_ids))
