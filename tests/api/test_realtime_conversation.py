@@ -63,10 +63,10 @@ async def test_a_text_turn_is_answered_in_text_with_the_response_events(chat):
         events = await until(connection, "response.done", events)
     kinds = [e["type"] for e in events[1:]]
     assert kinds[:2] == ["conversation.item.added", "conversation.item.done"]
-    assert kinds[2:6] == ["response.created", "response.output_item.added", "response.content_part.added",
-                          "response.output_text.delta"]
-    assert kinds[-6:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                          "conversation.item.added", "conversation.item.done", "response.done"]
+    assert kinds[2:7] == ["response.created", "response.output_item.added", "conversation.item.added",
+                          "response.content_part.added", "response.output_text.delta"]
+    assert kinds[-5:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "conversation.item.done", "response.done"]
     assert "".join(e["delta"] for e in of(events, "response.output_text.delta")) == ANSWER
     assert of(events, "response.output_text.done")[0]["text"] == ANSWER
     done = events[-1]["response"]
@@ -167,3 +167,18 @@ async def test_speaking_again_interrupts_the_answer(chat):
     assert [e["type"] for e in events].count("input_audio_buffer.speech_started") == 2
     answered = [e["response"]["output"][0]["content"][0]["text"] for e in of(events, "response.done")]
     assert answered[0] and len(answered[0]) < len(answered[1])  # what was said before the cut stays, cut short
+
+
+async def test_an_answer_outside_the_conversation_stays_out_of_it(chat):
+    async with chat() as (connection, prompts, text):
+        await connection.conversation.item.create(item={"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "Rate this chat."}]})
+        await connection.response.create(response={"conversation": "none"})
+        events = await until(connection, "response.done", [])
+        await connection.response.create()
+        events = await until(connection, "response.done", events, count=2)
+    first, second = of(events, "response.done")
+    assert first["response"]["conversation_id"] is None and second["response"]["conversation_id"]
+    added = [e["item"]["id"] for e in of(events, "conversation.item.added")]
+    assert first["response"]["output"][0]["id"] not in added and second["response"]["output"][0]["id"] in added
+    assert prompts[0].token_ids == prompts[1].token_ids  # the second answer did not hear the first

@@ -77,6 +77,10 @@ async def test_broken_events_get_error_events_naming_them_and_the_session_goes_o
         assert (await recv(ws))["error"]["param"] == "session.audio.input.transcription.language"
         await send(ws, type="response.create", event_id="evt_8")
         assert (await recv(ws))["error"]["code"] == "invalid_session_type"
+        await send(ws, type="conversation.item.truncate", event_id="evt_9", item_id="x", content_index=0,
+                   audio_end_ms=0)
+        error = (await recv(ws))["error"]
+        assert (error["code"], error["event_id"]) == ("unsupported_event", "evt_9") and "no audio" in error["message"]
         # still open, and still working
         await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
             "noise_reduction": {"type": "near_field"}, "format": {"type": "audio/pcmu"}}}})

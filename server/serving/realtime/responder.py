@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from server.api.errors import APIError
-from server.api.protocol.realtime import ResponseParams, event, new_id, response_usage, text_item
+from server.api.protocol.realtime import ResponseParams, event, new_id, response_usage
 from server.engine.conversation import audio_part, message, text_part
 from server.engine.request import EngineError, Prompt, SamplingParams
 from server.serving.generation import Completion, events, prepare, submit
@@ -63,18 +63,25 @@ class Responder:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         emit = self.session.emit
-        item_id = new_id("item")
-        base = {"id": response_id, "object": "realtime.response", "conversation_id": self.session.id,
+        answer = Item(new_id("item"), "assistant")
+        in_conversation = params.conversation != "none"  # "none": an answer outside the conversation
+        base = {"id": response_id, "object": "realtime.response",
+                "conversation_id": self.session.id if in_conversation else None,
                 "output_modalities": ["text"], "max_output_tokens": params.max_output_tokens or "inf"}
         emit(event("response.created", response={**base, "status": "in_progress", "output": []}))
-        place = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        place = {"response_id": response_id, "item_id": answer.id, "output_index": 0, "content_index": 0}
         emit(event("response.output_item.added", response_id=response_id, output_index=0,
-                   item=text_item(item_id, "assistant", "in_progress", "")))
+                   item=answer.wire("in_progress")))
+        heard = list(self.conversation.items)
+        previous = heard[-1].id if heard else None
+        if in_conversation:
+            self.conversation.items.append(answer)
+            emit(event("conversation.item.added", previous_item_id=previous, item=answer.wire("in_progress")))
         emit(event("response.content_part.added", **place, part={"type": "text", "text": ""}))
         completion, prompt = Completion(), None
         status, details = "completed", None
         try:
-            prompt, stream = await self._submit(params)
+            prompt, stream = await self._submit(params, heard)
             async for output in events(stream, self.session.services.settings.request_timeout_s):
                 completion.add(output)
                 if output.text:
@@ -90,28 +97,21 @@ class Responder:
             error = exc if isinstance(exc, APIError) else APIError(500, str(exc), code="engine_error")
             body = error.body()["error"]
             status, details = "failed", {"type": "failed", "error": {k: body[k] for k in ("type", "code", "message")}}
-        self._finish(base, place, item_id, completion, prompt, status, details)
-
-    def _finish(self, base: dict, place: dict, item_id: str, completion: Completion, prompt: Prompt | None,
-                status: str, details: dict | None) -> None:
-        emit, text = self.session.emit, completion.text
-        item = text_item(item_id, "assistant", "completed" if status == "completed" else "incomplete", text)
-        emit(event("response.output_text.done", **place, text=text))
-        emit(event("response.content_part.done", **place, part={"type": "text", "text": text}))
-        emit(event("response.output_item.done", response_id=place["response_id"], output_index=0, item=item))
-        if text or status == "completed":  # the answer joins the conversation (what was said before a cancel too)
-            previous = self.conversation.items[-1].id if self.conversation.items else None
-            self.conversation.items.append(Item(item_id, "assistant", text))
-            emit(event("conversation.item.added", previous_item_id=previous, item=item))
+        answer.text = completion.text  # what was said before a cancel stays in the conversation too
+        item = answer.wire("completed" if status == "completed" else "incomplete")
+        emit(event("response.output_text.done", **place, text=answer.text))
+        emit(event("response.content_part.done", **place, part={"type": "text", "text": answer.text}))
+        emit(event("response.output_item.done", response_id=response_id, output_index=0, item=item))
+        if in_conversation:
             emit(event("conversation.item.done", previous_item_id=previous, item=item))
         emit(event("response.done", response={**base, "status": status, "status_details": details,
                                               "output": [item], "usage": _usage(prompt, completion)}))
 
-    async def _submit(self, params: ResponseParams):
+    async def _submit(self, params: ResponseParams, items: list[Item]):
+        """The answer's request in the engine: the conversation so far (`items`), as much of it as fits."""
         services = self.session.services
         info, engine = services.chat.info, services.chat.engine
         instructions = params.instructions if params.instructions is not None else self.session.config.instructions
-        items = list(self.conversation.items)
         limit = params.max_output_tokens or self.session.config.max_output_tokens
         budget = services.chat.default_max_tokens if limit in (None, "inf") else int(limit)
         dropped = 0
