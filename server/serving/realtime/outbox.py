@@ -27,10 +27,9 @@ class Outbox:
             await send_text(json.dumps(event, ensure_ascii=False))
             self.queue.task_done()
 
-    async def drained(self, timeout_s: float) -> None:
-        """Wait (a little) for what is queued to be written, before the socket closes."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self.queue.join()
-        except TimeoutError:
-            pass
+    async def drained(self, sender: asyncio.Task, timeout_s: float) -> None:
+        """Wait (a little) for what is queued to be written before the socket closes; not if the `sender` (the
+        task running `run`) has stopped: then the client is gone."""
+        joined = asyncio.create_task(self.queue.join())
+        await asyncio.wait({joined, sender}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        joined.cancel()

@@ -51,7 +51,7 @@ class RealtimeServing:
             outbox.put(exc.event(None))
             code, reason = exc.close_code, exc.code or ""
         if code != CLOSE_CLIENT_TOO_SLOW:
-            await outbox.drained(DRAIN_S)
+            await outbox.drained(sender, DRAIN_S)
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
         try:
