@@ -231,8 +231,9 @@ async def test_an_idle_timeout_commits_the_quiet_audio(live):
         await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
             "turn_detection": {"type": "server_vad", "idle_timeout_ms": 5000}}}})
         await next_of(ws, "session.updated")
-        for piece in chunks(pcm24k(silence(6.0))):
-            await send(ws, type="input_audio_buffer.append", audio=piece)
+        quiet = pcm24k(silence(6.0))
+        [whole] = chunks(quiet, len(quiet))  # one append of 6 s: decoded and scored off the event loop
+        await send(ws, type="input_audio_buffer.append", audio=whole)
         timeout = await next_of(ws, "input_audio_buffer.timeout_triggered")
         assert timeout["audio_start_ms"] == 0 and 5000 <= timeout["audio_end_ms"] < 6000
         committed = await recv(ws)

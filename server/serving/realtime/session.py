@@ -4,12 +4,14 @@ Client events arrive one at a time (`receive`); server events leave through `emi
 takes the engine (transcripts, answers) runs in tasks of its own, so a session keeps taking audio while it waits.
 """
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 from pydantic import ValidationError
 
 from server.api.errors import describe_validation_error
@@ -39,6 +41,7 @@ from server.serving.realtime.turns import IdleTimeout, InputBuffer, SpeechStarte
 logger = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100  # OpenAI's own minimum for a committed buffer
+OFF_LOOP_S = 1.0  # appends of more audio than this are decoded and scored in a worker thread
 
 
 class RealtimeSession:
@@ -104,7 +107,7 @@ class RealtimeSession:
             case SessionUpdate():
                 self._update(client_event.session)
             case AppendAudio():
-                self._append(client_event.audio)
+                await self._append(client_event.audio)
             case CommitAudio():
                 self._commit()
             case ClearAudio():
@@ -150,7 +153,7 @@ class RealtimeSession:
         vad = self.config.audio.input.turn_detection
         return TurnDetector(self.services.detector, vad, self.buffer.end) if vad is not None else None
 
-    def _append(self, audio: str) -> None:
+    async def _append(self, audio: str) -> None:
         try:
             data = decode_base64(audio)
         except InvalidAudio as exc:
@@ -160,11 +163,17 @@ class RealtimeSession:
             raise Close(CLOSE_BUFFER_FULL, f"the input audio buffer would hold {held:.1f} s of uncommitted audio, "
                         f"more than the server's limit of {self.limits.realtime_max_buffer_s:g} s "
                         "(--realtime-max-buffer-s): commit it sooner, or use server VAD", "input_audio_buffer_full")
-        samples = self.decoder.push(data)
+        turns, end = self.turns, self.buffer.end
+
+        def decode_and_detect() -> tuple[np.ndarray, list]:
+            samples = self.decoder.push(data)
+            return samples, turns.feed(samples, end + samples.shape[0]) if turns is not None else []
+
+        # a long append is resampled and scored off the event loop, which every session and request shares
+        samples, found = (await asyncio.to_thread(decode_and_detect) if self.decoder.seconds(data) > OFF_LOOP_S
+                          else decode_and_detect())
         self.buffer.append(samples)
-        if self.turns is None:
-            return
-        for turn in self.turns.feed(samples, self.buffer.end):
+        for turn in found:
             self._on_turn(turn)
         if self.turns is not None:
             self.buffer.drop_before(self.turns.keep_from)
