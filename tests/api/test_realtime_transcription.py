@@ -124,6 +124,8 @@ async def test_server_vad_finds_each_turn_and_items_complete_in_speech_order(scr
             events = await until(connection, "conversation.item.done", events, count=3)
         async with httpx.AsyncClient(base_url=base) as http:
             assert await metric(http, "qwen2_audio_realtime_utterances_total") == 3
+            heard = await metric(http, 'qwen2_audio_audio_seconds_total{endpoint="realtime"}')
+            assert abs(heard - track.shape[0] / 16_000) < 0.05  # all of it, counted once (resampler's delay aside)
     starts = [e for e in events if e["type"] == "input_audio_buffer.speech_started"]
     stops = [e for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
     committed = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]

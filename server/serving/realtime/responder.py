@@ -130,7 +130,6 @@ class Responder:
                                   top_p=defaults.get("top_p", 1.0), top_k=max(0, int(defaults.get("top_k", 0))),
                                   repetition_penalty=defaults.get("repetition_penalty", 1.0))
         stream = submit(engine, services.metrics, prompt, sampling)
-        services.metrics.audio_seconds.labels("realtime").inc(prompt.audio_seconds)
         return prompt, stream
 
 

@@ -173,6 +173,7 @@ class RealtimeSession:
         samples, found = (await asyncio.to_thread(decode_and_detect) if self.decoder.seconds(data) > OFF_LOOP_S
                           else decode_and_detect())
         self.buffer.append(samples)
+        self.services.metrics.audio_seconds.labels("realtime").inc(samples.shape[0] / SAMPLE_RATE)
         for turn in found:
             self._on_turn(turn)
         if self.turns is not None:
