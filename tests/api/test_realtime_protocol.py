@@ -67,8 +67,6 @@ async def test_broken_events_get_error_events_naming_them_and_the_session_goes_o
         await send(ws, type="input_audio_buffer.commit", event_id="evt_4")
         error = (await recv(ws))["error"]
         assert (error["code"], error["event_id"]) == ("input_audio_buffer_commit_empty", "evt_4")
-        await send(ws, type="session.update", event_id="evt_5", session={"type": "realtime"})
-        assert (await recv(ws))["error"]["param"] == "session.type"
         await send(ws, type="session.update", event_id="evt_6", session={
             "type": "transcription", "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
         assert (await recv(ws))["error"]["param"] == "session.audio.input.turn_detection.type"
@@ -256,3 +254,17 @@ async def test_a_turn_that_fails_gets_a_failed_event_and_the_item_still_complete
             assert done["type"] == "conversation.item.done" and done["item"]["id"] == failed["item_id"]
             await send(ws, type="input_audio_buffer.clear")  # the session goes on
             assert (await recv(ws))["type"] == "input_audio_buffer.cleared"
+
+
+async def test_a_session_becomes_a_transcription_session_by_session_update_until_it_has_items(live):
+    async with await opened(live) as ws:  # no intent: a voice chat
+        await send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {
+            "turn_detection": None}}})
+        assert (await recv(ws))["session"]["type"] == "transcription"
+        for piece in chunks(pcm24k(speak(SENTENCES[0]))):
+            await send(ws, type="input_audio_buffer.append", audio=piece)
+        await send(ws, type="input_audio_buffer.commit")
+        await next_of(ws, "conversation.item.input_audio_transcription.completed")  # transcribed, not answered
+        await send(ws, type="session.update", event_id="evt_back", session={"type": "realtime"})
+        error = (await next_of(ws, "error"))["error"]
+        assert (error["param"], error["event_id"]) == ("session.type", "evt_back")

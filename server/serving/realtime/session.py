@@ -131,13 +131,16 @@ class RealtimeSession:
             self.decoder = AudioDecoder(config.audio.input.format.type)
         if config.audio.input.turn_detection != old.audio.input.turn_detection:
             self.turns = self._turn_detector()
+        if config.type != old.type:  # nothing was said yet (_check): the session becomes the other kind
+            self.conversation = self.services.conversation(self) if config.type == "realtime" else None
         self.emit(event("session.updated", session=config.to_wire(self.id)))
 
     def _check(self, config: Session) -> None:
-        if config.type != self.config.type:
-            raise ClientError(f"session.type cannot change from {self.config.type!r} to {config.type!r}; open a new "
-                              "session (GET /v1/realtime?intent=transcription for transcription)",
-                              "invalid_value", "session.type")
+        said = self.last_item is not None or (self.conversation is not None and self.conversation.items)
+        if config.type != self.config.type and said:
+            raise ClientError(f"session.type cannot change from {self.config.type!r} to {config.type!r} once the "
+                              "session has items; open a new session (GET /v1/realtime?intent=transcription for "
+                              "transcription)", "invalid_value", "session.type")
         if config.audio.input.turn_detection is not None and config.audio.input.turn_detection.type == "semantic_vad":
             raise ClientError("semantic_vad is not available; use server_vad (Silero VAD) or null",
                               "invalid_value", "session.audio.input.turn_detection.type")
