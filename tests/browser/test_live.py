@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.browser import playground as ui
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, KEY, serving
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, INSECURE_HOST, KEY, serving
 from tests.browser.playground import expect
 from tests.speech import SENTENCES, requires_espeak, speak
 
@@ -68,6 +68,10 @@ def start_live(page, base: str, mode: str) -> None:
     page.goto(base + "/")
     ui.use_key(page, KEY)
     page.locator(f'label:has(input[name="live-mode"][value="{mode}"])').click()
+    expect(page.locator("#live-language" if mode == "transcription" else "#live-instructions")).to_be_visible()
+    ui.choose(page, "describe")  # the task picker above leaves the live fields alone
+    field = page.locator("#live-language" if mode == "transcription" else "#live-instructions")
+    field.fill("en" if mode == "transcription" else "Answer in one sentence.")
     page.click("#live-start")
     expect(page.locator("#live-stop")).to_be_visible()
 
@@ -88,6 +92,8 @@ def test_live_transcript_shows_what_the_server_transcribed(live_server, page):
     start_live(page, live_server, "transcription")
     done = page.locator("#live-items .turn.user.done")
     expect(done.first).to_be_visible(timeout=LIVE_S * 1000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "playground-live.png", full_page=True)
     stop_live(page)
 
     live = page.evaluate("window.live")
@@ -96,6 +102,8 @@ def test_live_transcript_shows_what_the_server_transcribed(live_server, page):
     update, *appends = live["sent"]
     assert update["type"] == "session.update" and update["session"]["type"] == "transcription"
     assert update["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert update["session"]["audio"]["input"]["transcription"] == {"language": "en"}
+    assert of(page, "session.updated")[0]["session"]["audio"]["input"]["transcription"]["language"] == "en"
     assert {a["type"] for a in appends} == {"input_audio_buffer.append"}
     sizes = [len(base64.b64decode(a["audio"])) for a in appends]
     assert sizes[:-1] == [4800] * (len(sizes) - 1)  # 100 ms of 24 kHz PCM16 each; Stop flushes the rest
@@ -125,6 +133,7 @@ def test_voice_chat_shows_the_turns_and_the_models_replies(live_server, page):
 
     update = page.evaluate("window.live.sent[0]")
     assert update["session"]["type"] == "realtime" and update["session"]["output_modalities"] == ["text"]
+    assert of(page, "session.updated")[0]["session"]["instructions"] == "Answer in one sentence."
     texts = {e["item_id"]: e["text"] for e in of(page, "response.output_text.done")}
     shown = page.eval_on_selector_all("#live-items .turn.assistant.done", "items => items.map(i => "
                                       "[i.dataset.itemId, i.querySelector('.text').textContent])")
@@ -143,3 +152,10 @@ def test_a_refused_live_session_is_explained(live_server, page):
     expect(error).to_contain_text("is the API key right?", timeout=30_000)
     expect(page.locator("#live-start")).to_be_visible()
     expect(page.locator("#live-stop")).to_be_hidden()
+
+
+def test_live_mode_needs_a_secure_page(live_server, page):
+    port = live_server.rsplit(":", 1)[1]
+    page.goto(f"http://{INSECURE_HOST}:{port}/")
+    expect(page.locator("#live-start")).to_be_disabled()
+    expect(page.locator("#live-note")).to_contain_text(f"open the playground at http://localhost:{port}/")
