@@ -78,6 +78,7 @@ async def _session(url: str, pcm: bytes, ends: list[float], delay: float) -> dic
     turns: dict[str, dict] = {}  # item id -> its times
     errors: list[str] = []
     sent_at: list[float] = []  # wall time each chunk was sent
+    lag = 0.0  # how far behind real time this client fell: large values would mean the figures measure the client
     async with websockets.connect(url, max_size=None, open_timeout=60) as ws:
         await _expect(ws, "session.created")
         await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
@@ -92,6 +93,7 @@ async def _session(url: str, pcm: bytes, ends: list[float], delay: float) -> dic
             await ws.send(json.dumps({"type": "input_audio_buffer.append",
                                       "audio": base64.b64encode(pcm[i : i + CHUNK_BYTES]).decode()}))
             sent_at.append(time.perf_counter())
+            lag = max(lag, sent_at[-1] - start - len(sent_at) * CHUNK_S)
         deadline = time.perf_counter() + 120
         while time.perf_counter() < deadline and any("completed" not in t and "failed" not in t for t in turns.values()):
             await asyncio.sleep(0.05)
@@ -101,7 +103,7 @@ async def _session(url: str, pcm: bytes, ends: list[float], delay: float) -> dic
         end = min(ends, key=lambda e: abs(e - turn["audio_end_ms"] / 1000))
         chunk = int((end + SILENCE_MS / 1000) / CHUNK_S)  # the chunk holding that moment
         turn["end_of_speech"] = sent_at[min(chunk, len(sent_at) - 1)]
-    return {"turns": list(turns.values()), "errors": errors}
+    return {"turns": list(turns.values()), "errors": errors, "send_lag": lag}
 
 
 async def _expect(ws, kind: str) -> None:
@@ -137,7 +139,8 @@ def _figures(level: int, sessions: list[dict], peak_rss: int) -> dict:
             "failed": len(turns) - len(done), "errors": sorted({e for s in sessions for e in s["errors"]})[:5],
             "first_delta_p50_s": _pct(first, 50), "first_delta_p95_s": _pct(first, 95),
             "completed_p50_s": _pct(completed, 50), "completed_p95_s": _pct(completed, 95),
-            "speech_stopped_p50_s": _pct(vad, 50), "peak_rss_mb": round(peak_rss / 2**20)}
+            "speech_stopped_p50_s": _pct(vad, 50), "max_send_lag_s": round(max(s["send_lag"] for s in sessions), 3),
+            "peak_rss_mb": round(peak_rss / 2**20)}
 
 
 def _pct(values: list[float], q: int) -> float | None:
