@@ -165,10 +165,15 @@ def table(summary: dict) -> str:
     def s(value: float | None) -> str:
         return "–" if value is None else f"{value * 1000:.0f} ms"
 
-    lines = ["| live sessions | utterances | end of speech → first delta p50 / p95 | → completed p50 / p95 | failed |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['sessions']} | {r['utterances']} | {s(r['first_delta_p50_s'])} / {s(r['first_delta_p95_s'])} | "
-              f"{s(r['completed_p50_s'])} / {s(r['completed_p95_s'])} | {r['failed']} |" for r in summary["results"]]
+    meta = summary["meta"]
+    lines = [f"Each session: {meta['speech_s_per_session']} s of speech ({meta['utterances_per_session']} utterances) in "
+             f"{meta['chunk_ms']} ms appends at real-time pace, server VAD (silence_duration_ms "
+             f"{meta['silence_duration_ms']}), transcripts capped at {meta['output_tokens']} tokens.\n",
+             "| live sessions | utterances | end of speech → speech_stopped p50 | → first delta p50 / p95 | "
+             "→ completed p50 / p95 | failed |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['sessions']} | {r['utterances']} | {s(r['speech_stopped_p50_s'])} | {s(r['first_delta_p50_s'])} / "
+              f"{s(r['first_delta_p95_s'])} | {s(r['completed_p50_s'])} / {s(r['completed_p95_s'])} | {r['failed']} |"
+              for r in summary["results"]]
     best = summary["max_sessions_p95_under_1s"]
     lines.append(f"\nMost live sessions with p95 (end of speech → completed) under 1 s: {best if best else 'none measured'}")
     return "\n".join(lines) + "\n"
