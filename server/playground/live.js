@@ -16,7 +16,7 @@ const CLOSES = {
   4003: "This page did not read the server's events fast enough.",
 };
 
-const live = {ws: null, audio: null, stopping: false, turns: new Map(), answers: new Map()};
+const live = {ws: null, audio: null, stopping: false, lastError: null, turns: new Map(), answers: new Map()};
 
 export function setUpLive() {
   document.querySelectorAll('input[name="live-mode"]').forEach((radio) => radio.addEventListener("change", showMode));
@@ -47,6 +47,7 @@ async function start() {
   live.turns.clear();
   live.answers.clear();
   live.stopping = false;
+  live.lastError = null;
   setRunning(true);
   status("Opening the microphone…");
   try {
@@ -149,6 +150,7 @@ function onEvent(event) {
       event.response.output.forEach((item) => answered(item.id, event.response.status === "cancelled"));
       break;
     case "error":
+      live.lastError = event.error;  // a close that follows says why with it
       showError("The server refused a live event.", event.error);
       break;
   }
@@ -223,7 +225,7 @@ function finished(event) {
   if (asked || event.code === 1000) return;
   const lead = CLOSES[event.code] ||
     "The live session could not be opened or was cut off. Is the server running, and is the API key right?";
-  showError(lead, {message: event.reason, code: event.code});
+  showError(lead, {message: (live.lastError && live.lastError.message) || event.reason, code: event.code});
 }
 
 function setRunning(running) {

@@ -90,6 +90,7 @@ def of(page, kind: str) -> list[dict]:
 
 def test_live_transcript_shows_what_the_server_transcribed(live_server, page):
     start_live(page, live_server, "transcription")
+    expect(page.locator("#live-speech")).to_be_visible(timeout=LIVE_S * 1000)  # speech_started, shown as it comes
     done = page.locator("#live-items .turn.user.done")
     expect(done.nth(1)).to_be_visible(timeout=LIVE_S * 1000)  # both sentences of the file, in order
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -166,3 +167,14 @@ def test_live_mode_needs_a_secure_page(live_server, page):
     page.goto(f"http://{INSECURE_HOST}:{port}/")
     expect(page.locator("#live-start")).to_be_disabled()
     expect(page.locator("#live-note")).to_contain_text(f"open the playground at http://localhost:{port}/")
+
+
+def test_a_session_the_server_ends_says_why(tiny_model_dir, page):
+    with serving(tiny_model_dir, "--realtime-max-session-s", "3") as base:
+        page.goto(base + "/")
+        page.click("#live-start")
+        error = page.locator("#live-error")
+        expect(error).to_contain_text("The session reached the server's time limit.", timeout=30_000)
+        expect(error).to_contain_text("Server said: the session reached the server's limit of 3 s")
+        expect(error).to_contain_text("close code 4001")
+        expect(page.locator("#live-start")).to_be_visible()
