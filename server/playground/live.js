@@ -57,6 +57,7 @@ async function start() {
     status("");
     return showError(`The microphone could not be opened (${err.message}).`);
   }
+  if (live.stopping) return closeMicrophone();  // Stop was pressed while the browser asked for the microphone
   status("Connecting…");
   const intent = mode() === "transcription" ? "?intent=transcription" : "";
   const protocols = ["realtime", ...(apiKey() ? [`openai-insecure-api-key.${apiKey()}`] : [])];
@@ -205,6 +206,10 @@ function stop() {
   speaking(false);
   live.stopping = true;
   $("live-stop").disabled = true;
+  if (!live.ws) {
+    setRunning(false);
+    return status("Stopped.");
+  }
   // turns the server never saw end (speech still going when Stop was pressed) will not be transcribed
   for (const item of live.turns.values()) {
     if (!item.classList.contains("committed")) done(item, "(stopped before this turn ended)", "dropped");
