@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
+from server.api.realtime import router as realtime
 from server.api.routes import public, v1
 from server.audio.vad import SpeechDetector
 from server.config import Settings
@@ -22,6 +23,7 @@ from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
 from server.serving.response_store import ResponseStore
 from server.serving.responses import ResponsesServing
+from server.serving.realtime import realtime_serving
 from server.serving.transcription import TranscriptionServing
 from server.tiny_model import ensure_random_model
 
@@ -58,6 +60,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         app.state.transcription = TranscriptionServing(engine, engine.info, metrics, settings, detector)
         app.state.responses = ResponsesServing(app.state.chat, ResponseStore(
             settings.responses_store_entries, int(settings.responses_store_mb * 2**20), settings.responses_store_ttl_s))
+        app.state.realtime = realtime_serving(app.state.transcription, app.state.chat, detector, metrics, settings)
         _log_capacity(settings, engine.info, await app.state.transcription.tokens_per_clip())
         logger.info("serving %s as %r (aliases: %s)", settings.model_path, settings.model_id,
                     ", ".join(settings.model_alias) or "none")
@@ -74,6 +77,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(public)
+    app.include_router(realtime)
     if settings.playground:
         app.include_router(playground)
     if settings.cors_origin:

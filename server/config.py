@@ -96,6 +96,16 @@ class Settings(BaseSettings):
     """Memory the kept responses may take, in MiB, their audio included; the oldest go first past it."""
     responses_store_ttl_s: float = Field(3600.0, ge=0)
     """How long a kept response stays retrievable, in seconds (0: until pushed out by the limits above)."""
+    realtime_max_sessions: int = Field(64, ge=1)
+    """Realtime API: most WebSocket sessions open at once; past it a new one gets an error event and close code 1013."""
+    realtime_max_session_s: float = Field(1800.0, gt=0)
+    """Realtime API: longest a session may stay open, in seconds; then an error event and close code 4001."""
+    realtime_max_buffer_s: float = Field(120.0, gt=0)
+    """Realtime API: most uncommitted audio a session may hold, in seconds; past it an error event and close code 4002."""
+    realtime_max_message_mb: float = Field(8.0, gt=0, le=15)
+    """Realtime API: largest client message, in MiB (base64 audio included); past it an error event and close code 1009."""
+    realtime_send_queue: int = Field(2048, ge=16)
+    """Realtime API: server events a session may have waiting for a slow client; past it an error event and close code 4003."""
 
     @field_validator("api_key", "model_alias", "cors_origin", "allow_remote_audio_host", mode="before")
     @classmethod

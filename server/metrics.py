@@ -51,3 +51,15 @@ class Metrics:
         self.audio_seconds = Counter(
             "qwen2_audio_audio_seconds", "Seconds of input audio received, by endpoint.", ["endpoint"], registry=r
         )
+        # The realtime API (GET /v1/realtime)
+        self.realtime_sessions = Gauge("qwen2_audio_realtime_sessions", "Realtime WebSocket sessions open now.",
+                                       registry=r)
+        self.realtime_utterances = Counter(
+            "qwen2_audio_realtime_utterances", "Realtime turns committed (by server VAD or the client) for transcription.",
+            registry=r,
+        )
+        self.realtime_transcript_latency = Histogram(
+            "qwen2_audio_realtime_transcript_latency_seconds",
+            "Realtime: time from the end of a turn's speech (VAD stop or commit) to its completed transcript.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )

@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
                         "figures scale)")
     p.add_argument("--graphs", action="store_true",
                    help="also run this server with --no-enforce-eager (CUDA graphs on a GPU; the static step on a CPU)")
+    p.add_argument("--realtime", metavar="SESSIONS",
+                   help="instead: live transcription sessions at once over /v1/realtime, e.g. 1,4,8, each streaming "
+                        "--clip-seconds (default 30) of speech at real-time pace (realtime.json, realtime.md)")
     p.add_argument("--quantize-audio-encoder", action="store_true",
                    help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
     return p
@@ -78,6 +81,14 @@ def main(argv: list[str]) -> int:
 
         args.clip_seconds = args.clip_seconds or 5.0
         return run_structured(model_dir, args)
+    if args.realtime:
+        from server.bench.realtime import run_realtime
+        from server.bench.realtime import table as realtime_table
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(realtime_table(run_realtime(model_dir, [int(n) for n in args.realtime.split(",")], args.clip_seconds or 30,
+                                          args.output_tokens, args.device, args.dtype, Path(args.out))))
+        return 0
     if args.long_audio:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

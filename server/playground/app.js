@@ -1,6 +1,7 @@
 // The playground page: it calls this server's public /v1 API exactly as any client would; nothing here is privileged.
 import {api, apiKey, KEY_STORAGE, readEvents} from "./api.js";
 import {audioDuration, base64, formatOf} from "./audio.js";
+import {setUpLive} from "./live.js";
 import {curlFor, pythonFor} from "./snippets.js";
 
 const $ = (id) => document.getElementById(id);
@@ -330,6 +331,7 @@ function init() {
   setUpDropZone();
   setUpMicrophone();
   setUpCode();
+  setUpLive();
   document.querySelectorAll('input[name="task"]').forEach((radio) => radio.addEventListener("change", onTaskChange));
   $("run").addEventListener("click", run);
   $("stop").addEventListener("click", () => state.running && state.running.abort());

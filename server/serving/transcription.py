@@ -8,7 +8,7 @@ clip; the whole answer and the event stream both read it. Each clip is one segme
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -100,6 +100,21 @@ class TranscriptionServing(Endpoint):
         self.metrics.audio_seconds.labels(task).inc(upload.seconds)
         return formats.transcription(request, task, upload.seconds, clips)
 
+    async def transcribe_clips(self, request: TranscriptionRequest,
+                               clips: AsyncIterable[Clip]) -> AsyncIterator[str | TranscribedClip]:
+        """The pipeline of `create` over clips cut elsewhere (the realtime API's turns): each clip's text as it
+        comes, then the finished clip. Closing it early cancels the clips' engine requests."""
+        submitted = self._submitted(request, "transcribe", clips)
+        try:
+            first = await anext(submitted, None)
+        except BaseException:
+            await submitted.aclose()
+            raise
+        stripper = lambda: FrameStripper(answer_language(request, "transcribe"), request.prompt)  # noqa: E731
+        async with aclosing(self._transcribed(first, submitted, stripper)) as transcribed:
+            async for item in transcribed:
+                yield item
+
     async def _transcribed(self, first: ClipRequest | None, submitted: AsyncIterator[ClipRequest],
                            stripper: Callable[[], FrameStripper]) -> AsyncIterator[str | TranscribedClip]:
         """Clip after clip, in order: its text as the engine produces it, less the model's frame (joined to what
@@ -142,7 +157,7 @@ class TranscriptionServing(Endpoint):
         yield sse("[DONE]")
 
     async def _submitted(self, request: TranscriptionRequest, task: Task,
-                         upload: UploadClips) -> AsyncIterator[ClipRequest]:
+                         upload: AsyncIterable[Clip]) -> AsyncIterator[ClipRequest]:
         """Submitted clips in order, each as soon as it is submitted, while a task keeps cutting and submitting the
         next ones: at most `window` clips of this upload are in the engine (a slot frees when the caller moves on)."""
         conversation = audio_question(instruction(request, task, base=self.info.prompt_format == "base"))

@@ -1,0 +1,154 @@
+"""The model's answers in a `realtime` session: response.create -> one chat completion over the conversation,
+streamed as OpenAI's response events; at most one response at a time, cancelled by response.cancel or, with
+`interrupt_response`, by the user starting to speak."""
+
+import asyncio
+import logging
+
+from server.api.errors import APIError
+from server.api.protocol.realtime import ResponseParams, event, new_id, response_usage
+from server.engine.conversation import audio_part, message, text_part
+from server.engine.request import EngineError, Prompt, SamplingParams
+from server.serving.generation import Completion, events, prepare, submit
+from server.serving.realtime.errors import ClientError
+from server.serving.realtime.items import Item
+
+logger = logging.getLogger(__name__)
+DROPPED_NOTE = "(Earlier turns of this conversation were left out to fit the model's context.)"
+
+
+class Responder:
+    def __init__(self, session, conversation) -> None:
+        self.session = session
+        self.conversation = conversation
+        self.task: asyncio.Task | None = None
+        self.response_id: str | None = None
+        self.cancel_reasons: dict[str, str] = {}  # response id -> why it was cancelled
+
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def start(self, params: ResponseParams | None) -> None:
+        """A new response; one being cancelled (the user spoke again) ends first."""
+        params = params or ResponseParams()
+        if self.active and not self.task.cancelling():
+            raise ClientError(f"the conversation already has an active response ({self.response_id}); cancel it "
+                              "first (response.cancel)", "conversation_already_has_active_response")
+        if "audio" in (params.output_modalities or []):
+            raise ClientError("this server answers in text only (Qwen2-Audio does not speak): set output_modalities "
+                              "to [\"text\"]", "unsupported_modality", "response.output_modalities")
+        previous = self.task if self.active else None
+        self.response_id = new_id("resp")
+        self.task = asyncio.create_task(self._respond(self.response_id, params, previous))
+
+    def interrupt(self, reason: str) -> bool:
+        """Cancel the response in progress, without waiting for it to end."""
+        if not self.active or self.task.cancelling():
+            return False
+        self.cancel_reasons[self.response_id] = reason
+        self.task.cancel()
+        return True
+
+    async def cancel(self, reason: str, response_id: str | None = None) -> bool:
+        if response_id is not None and response_id != self.response_id:
+            return False
+        task = self.task
+        if not self.interrupt(reason):
+            return False
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def _respond(self, response_id: str, params: ResponseParams, previous: asyncio.Task | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        emit = self.session.emit
+        answer = Item(new_id("item"), "assistant")
+        in_conversation = params.conversation != "none"  # "none": an answer outside the conversation
+        base = {"id": response_id, "object": "realtime.response",
+                "conversation_id": self.session.id if in_conversation else None,
+                "output_modalities": ["text"], "max_output_tokens": params.max_output_tokens or "inf"}
+        emit(event("response.created", response={**base, "status": "in_progress", "output": []}))
+        place = {"response_id": response_id, "item_id": answer.id, "output_index": 0, "content_index": 0}
+        emit(event("response.output_item.added", response_id=response_id, output_index=0,
+                   item=answer.wire("in_progress")))
+        heard = list(self.conversation.items)
+        previous = heard[-1].id if heard else None
+        if in_conversation:
+            self.conversation.items.append(answer)
+            emit(event("conversation.item.added", previous_item_id=previous, item=answer.wire("in_progress")))
+        emit(event("response.content_part.added", **place, part={"type": "text", "text": ""}))
+        completion, prompt = Completion(), None
+        status, details = "completed", None
+        try:
+            prompt, stream = await self._submit(params, heard)
+            async for output in events(stream, self.session.services.settings.request_timeout_s):
+                completion.add(output)
+                if output.text:
+                    emit(event("response.output_text.delta", **place, delta=output.text))
+            if completion.finish_reason == "length":
+                status, details = "incomplete", {"type": "incomplete", "reason": "max_output_tokens"}
+        except asyncio.CancelledError:
+            status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reasons.pop(response_id,
+                                                                                          "client_cancelled")}
+        except Exception as exc:  # the engine's or the prompt's refusal, or a fault: the response fails, not the session
+            if not isinstance(exc, APIError | EngineError):
+                logger.exception("response %s failed", response_id)
+            error = exc if isinstance(exc, APIError) else APIError(500, str(exc), code="engine_error")
+            body = error.body()["error"]
+            status, details = "failed", {"type": "failed", "error": {k: body[k] for k in ("type", "code", "message")}}
+        answer.text = completion.text  # what was said before a cancel stays in the conversation too
+        item = answer.wire("completed" if status == "completed" else "incomplete")
+        emit(event("response.output_text.done", **place, text=answer.text))
+        emit(event("response.content_part.done", **place, part={"type": "text", "text": answer.text}))
+        emit(event("response.output_item.done", response_id=response_id, output_index=0, item=item))
+        if in_conversation:
+            emit(event("conversation.item.done", previous_item_id=previous, item=item))
+        emit(event("response.done", response={**base, "status": status, "status_details": details,
+                                              "output": [item], "usage": _usage(prompt, completion)}))
+
+    async def _submit(self, params: ResponseParams, items: list[Item]):
+        """The answer's request in the engine: the conversation so far (`items`), as much of it as fits."""
+        services = self.session.services
+        info, engine = services.chat.info, services.chat.engine
+        instructions = params.instructions if params.instructions is not None else self.session.config.instructions
+        limit = params.max_output_tokens or self.session.config.max_output_tokens
+        budget = services.chat.default_max_tokens if limit in (None, "inf") else int(limit)
+        dropped = 0
+        while True:
+            conversation, clips = _chat(instructions, items[dropped:], dropped > 0)
+            prompt = await prepare(engine, conversation, clips)
+            if prompt.num_tokens + min(budget, 64) <= info.max_model_len or dropped >= len(items) - 1:
+                break
+            dropped += 1
+        if dropped:
+            logger.info("response: the %d oldest turns were left out to fit the context of %d tokens", dropped,
+                        info.max_model_len)
+        max_tokens = max(1, min(budget, info.max_model_len - prompt.num_tokens))
+        defaults = info.sampling_defaults
+        sampling = SamplingParams(max_tokens, temperature=defaults.get("temperature", 1.0),
+                                  top_p=defaults.get("top_p", 1.0), top_k=max(0, int(defaults.get("top_k", 0))),
+                                  repetition_penalty=defaults.get("repetition_penalty", 1.0))
+        stream = submit(engine, services.metrics, prompt, sampling)
+        return prompt, stream
+
+
+def _chat(instructions: str | None, items: list, dropped: bool) -> tuple[list[dict], list]:
+    """The conversation as the chat template takes it, and its clips in order."""
+    conversation, clips = [], []
+    system = " ".join(t for t in (instructions, DROPPED_NOTE if dropped else None) if t)
+    if system:
+        conversation.append(message("system", system))
+    for item in items:
+        if item.clips:
+            conversation.append(message("user", [audio_part() for _ in item.clips]))
+            clips += item.clips
+        elif item.text:
+            conversation.append(message(item.role, [text_part(item.text)] if item.role == "user" else item.text))
+    return conversation, clips
+
+
+
+def _usage(prompt: Prompt | None, completion: Completion) -> dict:
+    return response_usage(prompt.num_tokens if prompt else 0, prompt.audio_tokens if prompt else 0,
+                          len(completion.token_ids))
