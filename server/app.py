@@ -21,9 +21,9 @@ from server.metrics import Metrics
 from server.playground import router as playground
 from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
+from server.serving.realtime import realtime_serving
 from server.serving.response_store import ResponseStore
 from server.serving.responses import ResponsesServing
-from server.serving.realtime import realtime_serving
 from server.serving.transcription import TranscriptionServing
 from server.tiny_model import ensure_random_model
 
