@@ -1,6 +1,7 @@
 """POST /v1/responses (and its stored responses) through the OpenAI SDK: the same generation as chat, OpenAI's
 event stream, audio parts, multi-turn through previous_response_id, and the refusals."""
 
+import asyncio
 import base64
 
 import openai
@@ -10,6 +11,7 @@ from pydantic import TypeAdapter
 
 from server.runner.loader import LoadConfig, load_model
 from tests.api.conftest import MODEL, sdk_for
+from tests.api.test_structured import Sound, _question
 from tests.audio_samples import wav
 from tests.faults import fails_once, replaced
 from tests.scripted import scripted
@@ -241,3 +243,20 @@ async def test_text_format_is_chat_response_format(client, http, fmt):
 async def test_unknown_model_is_404(client):
     with pytest.raises(openai.NotFoundError):
         await client.responses.create(model="gpt-4o", input="hi")
+
+
+async def test_responses_parse_with_a_pydantic_model_gives_a_valid_answer(client):
+    """text.format json_schema is enforced while decoding, as chat's response_format is: the SDK's
+    responses.parse validates every sampled answer of the random-weight model."""
+    async def one(seed: int):
+        return await client.responses.parse(
+            model=MODEL, text_format=Sound, temperature=1.0, max_output_tokens=160,
+            input=[{"role": "user", "content": [
+                {"type": "input_audio", "input_audio": {"data": part["input_audio"]["data"], "format": "wav"}}
+                if part["type"] == "input_audio" else {"type": "input_text", "text": part["text"]}
+                for part in _question(seed)[0]["content"]]}])
+
+    for response in await asyncio.gather(*(one(seed) for seed in range(6))):
+        assert response.status == "completed"
+        assert isinstance(response.output_parsed, Sound)
+        assert Sound.model_validate_json(response.output_text) == response.output_parsed
