@@ -174,7 +174,7 @@ class SpeechClips:
         whole = self.options is None
         spans = SpeechSpans(self.options or VadOptions())
         vad = self.detector.stream()
-        buffer = _Samples()
+        buffer = SampleBlocks()
         held: list[Span] = []
         for block in self.blocks:
             buffer.append(block)
@@ -233,8 +233,9 @@ def _last_run(flags: np.ndarray, min_len: int) -> tuple[int, int] | None:
     return None
 
 
-class _Samples:
-    """The decoded audio from some sample on, as the blocks it came in (no copying as it grows)."""
+class SampleBlocks:
+    """Decoded audio from sample `start` to `end`, held as the blocks it came in (no copying as it grows); also
+    the realtime API's input buffer (server.serving.realtime.turns)."""
 
     def __init__(self) -> None:
         self.blocks: deque[np.ndarray] = deque()

@@ -40,7 +40,7 @@ def run_realtime(model_dir: str, levels: list[int], speech_seconds: float, outpu
     if not have_espeak():
         raise SystemExit("bench --realtime needs espeak-ng (Debian/Ubuntu: apt install espeak-ng)")
     samples, utterances = speech_track(speech_seconds, pauses=PAUSES)
-    pcm = _pcm24k(np.concatenate([samples, np.zeros(int(1.5 * 16_000), np.float32)]))  # the last turn ends too
+    pcm = pcm24k(np.concatenate([samples, np.zeros(int(1.5 * 16_000), np.float32)]))  # the last turn ends too
     port = free_port()
     # A real transcript of one of these sentences is 10-15 tokens; the random-weight model rarely ends by itself, so
     # every turn's transcript is capped at --output-tokens (the bench's forced length elsewhere too).
@@ -151,7 +151,7 @@ def _pct(values: list[float], q: int) -> float | None:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 3)
 
 
-def _pcm24k(samples: np.ndarray) -> bytes:
+def pcm24k(samples: np.ndarray) -> bytes:
     """16 kHz float32 -> 24 kHz 16-bit little-endian mono (audio/pcm), as a microphone client would send it."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
     frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1),

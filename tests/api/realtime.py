@@ -9,7 +9,6 @@ import typing
 import wave
 from contextlib import asynccontextmanager
 
-import av
 import numpy as np
 import uvicorn
 from openai.types.realtime.realtime_server_event import RealtimeServerEvent
@@ -18,6 +17,7 @@ from openai.types.realtime.realtime_transcription_session_create_request import 
     RealtimeTranscriptionSessionCreateRequest,
 )
 
+from server.bench.realtime import pcm24k  # noqa: F401 (the tests stream what the bench streams)
 from tests.servers import free_port
 
 SERVER_EVENTS = {cls.model_fields["type"].annotation.__args__[0]: cls
@@ -53,16 +53,6 @@ async def listening(app):
     finally:
         server.should_exit = True
         await task
-
-
-def pcm24k(samples: np.ndarray) -> bytes:
-    """16 kHz float32 samples -> 24 kHz 16-bit little-endian mono PCM (audio/pcm), by libswresample."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=24_000)
-    frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16).reshape(1, -1),
-                                       format="s16", layout="mono")
-    frame.sample_rate = 16_000
-    out = [f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]]
-    return np.concatenate(out).astype("<i2").tobytes()
 
 
 def wav24k(pcm: bytes) -> bytes:

@@ -181,7 +181,7 @@ class RealtimeSession:
             self._on_turn(turn)
         if self.turns is not None:
             self.buffer.drop_before(self.turns.keep_from)
-            self.buffer.start = max(self.buffer.start, self.buffer.held_from)
+            self.buffer.committed = max(self.buffer.committed, self.buffer.start)
 
     def _on_turn(self, turn: SpeechStarted | SpeechStopped | IdleTimeout) -> None:
         if isinstance(turn, SpeechStarted):
@@ -208,12 +208,12 @@ class RealtimeSession:
                               f"{MIN_COMMIT_MS}ms of audio, but buffer only has {held_ms}ms of audio.",
                               "input_audio_buffer_commit_empty")
         item_id, self.speech_item = self.speech_item or new_id("item"), None
-        self._commit_turn(self.buffer.start, self.buffer.end, item_id, by_vad=False)
+        self._commit_turn(self.buffer.committed, self.buffer.end, item_id, by_vad=False)
         self.turns = self._turn_detector()  # a turn in progress ended with the commit
 
     def _clear(self) -> None:
         self.decoder.flush()
-        self.buffer.take(self.buffer.start, self.buffer.end)
+        self.buffer.take(self.buffer.committed, self.buffer.end)
         self.turns, self.speech_item = self._turn_detector(), None
         self.emit(event("input_audio_buffer.cleared"))
 

@@ -6,13 +6,12 @@ it, and speech that runs on for 30 s is cut at its quietest moment near the limi
 Positions are 16 kHz samples counted from the session's first appended sample.
 """
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from server.api.protocol.realtime import ServerVad
-from server.audio.chunking import SpeechSpans, VadOptions
+from server.audio.chunking import SampleBlocks, SpeechSpans, VadOptions
 from server.audio.clip import SAMPLE_RATE
 from server.audio.vad import SpeechDetector
 
@@ -21,39 +20,27 @@ def ms(samples: int) -> int:
     return samples * 1000 // SAMPLE_RATE
 
 
-class InputBuffer:
-    """Appended audio from `start` (where the uncommitted part begins) to `end`, held as the blocks it came in."""
+class InputBuffer(SampleBlocks):
+    """The session's appended audio (held from `start`), uncommitted from `committed` to `end`."""
 
     def __init__(self) -> None:
-        self.blocks: deque[np.ndarray] = deque()
-        self.held_from = 0  # first sample still held
-        self.start = 0
-        self.end = 0
+        super().__init__()
+        self.committed = 0
 
     @property
     def uncommitted(self) -> int:
-        return self.end - self.start
+        return self.end - self.committed
 
     def append(self, samples: np.ndarray) -> None:
         if samples.size:
-            self.blocks.append(samples)
-            self.end += samples.shape[0]
+            super().append(samples)
 
     def take(self, start: int, end: int) -> np.ndarray:
         """The samples [start, end) (those still held); everything before `end` leaves the buffer."""
-        parts, offset = [], self.held_from
-        for block in self.blocks:
-            lo, hi = max(start, offset), min(end, offset + block.shape[0])
-            if lo < hi:
-                parts.append(block[lo - offset : hi - offset])
-            offset += block.shape[0]
+        samples = self.slice(start, end)
         self.drop_before(end)
-        self.start = max(self.start, end)
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-    def drop_before(self, sample: int) -> None:
-        while self.blocks and self.held_from + self.blocks[0].shape[0] <= sample:
-            self.held_from += self.blocks.popleft().shape[0]
+        self.committed = max(self.committed, end)
+        return samples
 
 
 @dataclass
