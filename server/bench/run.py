@@ -11,7 +11,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from server.bench.http_load import ServerProcess, free_port, run_load
-from server.bench.long_audio import run_long_audio, table
 from server.bench.recipe import run_recipe
 from server.bench.report import figures, write
 from server.bench.workload import Workload
@@ -90,6 +89,8 @@ def main(argv: list[str]) -> int:
                                           args.output_tokens, args.device, args.dtype, Path(args.out))))
         return 0
     if args.long_audio:
+        from server.bench.long_audio import run_long_audio, table
+
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         minutes = [float(m) for m in args.long_audio.split(",")]
