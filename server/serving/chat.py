@@ -4,8 +4,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from server.api.errors import bad_request
-from server.api.protocol.chat import (
+from server.audio.vad import SpeechDetector
+from server.config import Settings
+from server.engine.engine import Engine
+from server.engine.interface import ModelInfo
+from server.engine.request import Prompt, RequestOutput
+from server.engine.sequence import RequestStream
+from server.metrics import Metrics
+from server.protocol.chat import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -16,13 +22,7 @@ from server.api.protocol.chat import (
     Delta,
     Usage,
 )
-from server.audio.vad import SpeechDetector
-from server.config import Settings
-from server.engine.engine import Engine
-from server.engine.interface import ModelInfo
-from server.engine.request import Prompt, RequestOutput
-from server.engine.sequence import RequestStream
-from server.metrics import Metrics
+from server.protocol.errors import bad_request
 from server.serving.formats import Answer, EventStream, chat_logprobs, chat_usage, sse, sse_error
 from server.serving.generation import Completion, Endpoint, output_budget, prepare
 from server.serving.prompts import to_conversation

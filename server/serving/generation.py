@@ -5,7 +5,6 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from server.api.errors import APIError, bad_request
 from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine
@@ -21,6 +20,7 @@ from server.engine.request import (
 )
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
+from server.protocol.errors import APIError, bad_request
 from server.request_context import request_id
 from server.serving.media import MediaPolicy
 

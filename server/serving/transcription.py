@@ -15,7 +15,6 @@ from typing import BinaryIO
 
 import numpy as np
 
-from server.api.protocol.audio import ServerVad, TranscriptionRequest
 from server.audio.chunking import Clip, Span, VadOptions
 from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.audio.vad import SpeechDetector
@@ -26,6 +25,7 @@ from server.engine.interface import ModelInfo
 from server.engine.request import EngineError
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
+from server.protocol.audio import ServerVad, TranscriptionRequest
 from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
 from server.serving.framing import FrameStripper

@@ -11,7 +11,8 @@ import logging
 
 import numpy as np
 
-from server.api.protocol.realtime import (
+from server.audio.chunking import contiguous_spans
+from server.protocol.realtime import (
     CancelResponse,
     ClientEvent,
     CreateItem,
@@ -21,7 +22,6 @@ from server.api.protocol.realtime import (
     event,
     new_id,
 )
-from server.audio.chunking import contiguous_spans
 from server.serving.realtime.audio_in import AudioDecoder, InvalidAudio, decode_base64
 from server.serving.realtime.errors import ClientError
 from server.serving.realtime.items import Item

@@ -1,7 +1,7 @@
 """How a realtime session says no: an `error` event and go on (`ClientError`), or an `error` event and close the
 WebSocket with a code that says why (`Close`)."""
 
-from server.api.protocol.realtime import error_event
+from server.protocol.realtime import error_event
 
 # WebSocket close codes, one per limit (1000-2999 are RFC 6455's, 4000-4999 are the application's own)
 CLOSE_NORMAL = 1000

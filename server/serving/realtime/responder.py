@@ -5,10 +5,10 @@ streamed as OpenAI's response events; at most one response at a time, cancelled 
 import asyncio
 import logging
 
-from server.api.errors import APIError
-from server.api.protocol.realtime import ResponseParams, event, new_id, response_usage
 from server.engine.conversation import audio_part, message, text_part
 from server.engine.request import EngineError, Prompt, SamplingParams
+from server.protocol.errors import APIError
+from server.protocol.realtime import ResponseParams, event, new_id, response_usage
 from server.serving.generation import Completion, events, prepare, submit
 from server.serving.realtime.errors import ClientError
 from server.serving.realtime.items import Item

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from server.api.protocol.realtime import error_event
 from server.config import Settings
 from server.metrics import Metrics
+from server.protocol.realtime import error_event
 from server.request_context import request_id
 from server.serving.realtime.errors import (
     CLOSE_CLIENT_TOO_SLOW,

@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 from pydantic import ValidationError
 
-from server.api.errors import describe_validation_error
-from server.api.protocol.audio import TranscriptionRequest
-from server.api.protocol.realtime import (
+from server.audio.clip import SAMPLE_RATE
+from server.protocol.audio import TranscriptionRequest
+from server.protocol.realtime import (
     CLIENT_EVENTS,
     UNSUPPORTED_EVENTS,
     AppendAudio,
@@ -30,7 +30,7 @@ from server.api.protocol.realtime import (
     new_id,
     user_audio_item,
 )
-from server.audio.clip import SAMPLE_RATE
+from server.protocol.validation import describe_validation_error
 from server.serving.languages import language_name
 from server.serving.realtime.audio_in import AudioDecoder, InvalidAudio, decode_base64
 from server.serving.realtime.errors import CLOSE_BUFFER_FULL, CLOSE_MESSAGE_TOO_BIG, ClientError, Close

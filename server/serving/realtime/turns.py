@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.api.protocol.realtime import ServerVad
 from server.audio.chunking import SampleBlocks, SpeechSpans, VadOptions
 from server.audio.clip import SAMPLE_RATE
 from server.audio.vad import SpeechDetector
+from server.protocol.realtime import ServerVad
 
 
 def ms(samples: int) -> int:

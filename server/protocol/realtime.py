@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from server.api.protocol import OpenAIRequest
+from server.protocol import OpenAIRequest
 
 
 def new_id(prefix: str) -> str:

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, model_validator
 
-from server.api.protocol import OpenAIRequest
-from server.api.protocol.chat import ChatCompletionRequest
+from server.protocol import OpenAIRequest
+from server.protocol.chat import ChatCompletionRequest
 
 
 class InputText(BaseModel):

@@ -5,7 +5,7 @@ import hmac
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
-from server.api.errors import error_body
+from server.protocol.errors import error_body
 
 router = APIRouter()
 

@@ -1,4 +1,5 @@
-"""OpenAI's error envelope for every failure, schema problems included (400, never FastAPI's 422 shape)."""
+"""Every failure as an HTTP response in OpenAI's error envelope, schema problems included (400, never FastAPI's 422
+shape)."""
 
 import logging
 
@@ -7,44 +8,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api.validation import describe_validation_error
+from server.protocol.errors import APIError, error_body
+from server.protocol.validation import describe_validation_error
 from server.request_context import request_id
 
-__all__ = ["APIError", "ClientDisconnected", "bad_request", "describe_validation_error", "error_body",
-           "install_error_handlers"]
 logger = logging.getLogger(__name__)
-
-_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-    429: "rate_limit_error", 500: "server_error", 503: "service_unavailable",
-}
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-    def body(self) -> dict:
-        return error_body(self.status, self.message, self.param, self.code)
 
 
 class ClientDisconnected(Exception):
     """The client went away before its answer was ready."""
-
-
-def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param, "code": code}}
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, param, code)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from server.api.protocol import OpenAIRequest
 from server.engine.request import SamplingParams
+from server.protocol import OpenAIRequest
 
 
 class InputAudio(BaseModel):

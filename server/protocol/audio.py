@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from server.api.protocol import OpenAIRequest
 from server.engine.request import SamplingParams
+from server.protocol import OpenAIRequest
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 
