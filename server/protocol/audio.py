@@ -1,11 +1,9 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: the form's fields and every response format's body."""
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from server.engine.request import SamplingParams
 from server.protocol import OpenAIRequest
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
@@ -50,17 +48,6 @@ class TranscriptionRequest(OpenAIRequest):
         if self.stream and self.response_format not in ("json", "text"):
             raise ValueError("stream: streaming returns text events; use response_format json or text")
         return self
-
-    def to_sampling_params(self, max_tokens: int, defaults: Mapping[str, float]) -> SamplingParams:
-        """OpenAI's transcription temperature (0: greedy, the default here too); the rest as model.generate applies
-        the checkpoint's generation config (`defaults`): its repetition penalty always, top_k and top_p when a
-        temperature asks for sampling. Logprobs always: verbose_json reports each segment's average."""
-        return SamplingParams(
-            max_tokens, temperature=self.temperature, top_p=defaults.get("top_p", 1.0),
-            top_k=max(0, int(defaults.get("top_k", 0))), seed=self.seed,
-            repetition_penalty=defaults.get("repetition_penalty", 1.0), logprobs=0,
-            min_tokens=min(self.min_tokens, max_tokens), ignore_eos=self.ignore_eos,
-        )
 
 
 class InputTokenDetails(BaseModel):

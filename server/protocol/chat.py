@@ -2,12 +2,10 @@
 
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from server.engine.request import SamplingParams
 from server.protocol import OpenAIRequest
 
 
@@ -138,30 +136,6 @@ class ChatCompletionRequest(OpenAIRequest):
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
-
-    def to_sampling_params(self, max_tokens: int, defaults: Mapping[str, float]) -> SamplingParams:
-        """Request values first, then what model.generate does with the checkpoint's generation config
-        (`defaults`, ModelInfo.sampling_defaults), then OpenAI's defaults."""
-
-        def pick(name: str, fallback):
-            value = getattr(self, name)
-            return value if value is not None else defaults.get(name, fallback)
-
-        return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=pick("temperature", 1.0),
-            top_p=pick("top_p", 1.0),
-            top_k=max(0, pick("top_k", 0)),
-            min_p=self.min_p or 0.0,
-            seed=self.seed,
-            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
-            min_tokens=min(self.min_tokens, max_tokens),
-            ignore_eos=self.ignore_eos,
-            repetition_penalty=pick("repetition_penalty", 1.0),
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
-        )
 
 
 class PromptTokensDetails(BaseModel):

@@ -6,12 +6,13 @@ import asyncio
 import logging
 
 from server.engine.conversation import audio_part, message, text_part
-from server.engine.request import EngineError, Prompt, SamplingParams
+from server.engine.request import EngineError, Prompt
 from server.protocol.errors import APIError
 from server.protocol.realtime import ResponseParams, event, new_id, response_usage
 from server.serving.generation import Completion, events, prepare, submit
 from server.serving.realtime.errors import ClientError
 from server.serving.realtime.items import Item
+from server.serving.sampling import MIN_ANSWER_ROOM, answer_limit, realtime_answer_params
 
 logger = logging.getLogger(__name__)
 DROPPED_NOTE = "(Earlier turns of this conversation were left out to fit the model's context.)"
@@ -113,22 +114,18 @@ class Responder:
         info, engine = services.chat.info, services.chat.engine
         instructions = params.instructions if params.instructions is not None else self.session.config.instructions
         limit = params.max_output_tokens or self.session.config.max_output_tokens
-        budget = services.chat.default_max_tokens if limit in (None, "inf") else int(limit)
+        budget = answer_limit(limit, services.chat.default_max_tokens)
         dropped = 0
         while True:
             conversation, clips = _chat(instructions, items[dropped:], dropped > 0)
             prompt = await prepare(engine, conversation, clips)
-            if prompt.num_tokens + min(budget, 64) <= info.max_model_len or dropped >= len(items) - 1:
+            if prompt.num_tokens + min(budget, MIN_ANSWER_ROOM) <= info.max_model_len or dropped >= len(items) - 1:
                 break
             dropped += 1
         if dropped:
             logger.info("response: the %d oldest turns were left out to fit the context of %d tokens", dropped,
                         info.max_model_len)
-        max_tokens = max(1, min(budget, info.max_model_len - prompt.num_tokens))
-        defaults = info.sampling_defaults
-        sampling = SamplingParams(max_tokens, temperature=defaults.get("temperature", 1.0),
-                                  top_p=defaults.get("top_p", 1.0), top_k=max(0, int(defaults.get("top_k", 0))),
-                                  repetition_penalty=defaults.get("repetition_penalty", 1.0))
+        sampling = realtime_answer_params(limit, prompt, info, services.chat.default_max_tokens)
         stream = submit(engine, services.metrics, prompt, sampling)
         return prompt, stream
 
