@@ -9,11 +9,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from server.config import Settings
-from server.metrics import Metrics
 from server.protocol.realtime import error_event
 from server.request_context import request_id
-from server.serving.realtime.errors import (
+from server.serving.realtime.outbox import Outbox
+from server.serving.realtime.refusals import (
     CLOSE_CLIENT_TOO_SLOW,
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -22,8 +21,7 @@ from server.serving.realtime.errors import (
     CLOSE_TRY_AGAIN_LATER,
     Close,
 )
-from server.serving.realtime.outbox import Outbox
-from server.serving.realtime.services import Services
+from server.serving.realtime.services import RealtimeLimits, Services
 from server.serving.realtime.session import RealtimeSession
 
 logger = logging.getLogger(__name__)
@@ -35,15 +33,17 @@ DRAIN_S = 2.0  # how long a closing session waits for its last events (the error
 
 
 class RealtimeServing:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, limits: RealtimeLimits, model_id: str, accepted_models: frozenset[str]) -> None:
         self.services = services
-        self.settings: Settings = services.settings
-        self.metrics: Metrics = services.metrics
+        self.limits = limits
+        self.model_id = model_id  # what a session that names no model reports
+        self.accepted_models = accepted_models
+        self.metrics = services.metrics
         self.open = 0
 
     async def serve(self, receive: Receive, send_text: SendText, close: CloseSocket, intent: str | None,
                     model: str | None) -> None:
-        outbox = Outbox(self.settings.realtime_send_queue)
+        outbox = Outbox(self.limits.send_queue)
         sender = asyncio.create_task(outbox.run(send_text))
         try:
             code, reason = await self._session(receive, outbox, sender, intent, model)
@@ -61,14 +61,14 @@ class RealtimeServing:
 
     async def _session(self, receive: Receive, outbox: Outbox, sender: asyncio.Task, intent: str | None,
                        model: str | None) -> tuple[int, str]:
-        if model is not None and model not in self.settings.accepted_model_ids:
+        if model is not None and model not in self.accepted_models:
             raise Close(CLOSE_POLICY, f"the model {model!r} does not exist; GET /v1/models lists what this server "
                         "serves", "model_not_found")
-        if self.open >= self.settings.realtime_max_sessions:
+        if self.open >= self.limits.max_sessions:
             raise Close(CLOSE_TRY_AGAIN_LATER, f"the server already has {self.open} realtime sessions open, its limit "
                         "(--realtime-max-sessions); try again later", "too_many_sessions", "rate_limit_error")
         session_type: Literal["realtime", "transcription"] = "transcription" if intent == "transcription" else "realtime"
-        session = RealtimeSession(self.services, session_type, model or self.settings.model_id, outbox.put)
+        session = RealtimeSession(self.services, self.limits, session_type, model or self.model_id, outbox.put)
         token = request_id.set(session.id)
         self.open += 1
         self.metrics.realtime_sessions.inc()
@@ -88,19 +88,19 @@ class RealtimeServing:
         reader = asyncio.create_task(self._read(session, receive))
         overflow = asyncio.create_task(outbox.overflowed.wait())
         try:
-            done, _ = await asyncio.wait({reader, overflow, sender}, timeout=self.settings.realtime_max_session_s,
+            done, _ = await asyncio.wait({reader, overflow, sender}, timeout=self.limits.max_session_s,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             reader.cancel()
             overflow.cancel()
             await asyncio.gather(reader, overflow, return_exceptions=True)
         if not done:
-            limit = self.settings.realtime_max_session_s
+            limit = self.limits.max_session_s
             outbox.put(error_event(f"the session reached the server's limit of {limit:g} s "
                                    "(--realtime-max-session-s)", code="session_expired"))
             return CLOSE_SESSION_EXPIRED, "session_expired"
         if overflow in done:
-            logger.warning("the client fell %d events behind; disconnecting it", self.settings.realtime_send_queue)
+            logger.warning("the client fell %d events behind; disconnecting it", self.limits.send_queue)
             return CLOSE_CLIENT_TOO_SLOW, "client_too_slow"
         if sender in done:  # the socket failed under the sender: the client is gone
             return CLOSE_NORMAL, ""
