@@ -131,7 +131,7 @@ async def test_g711_audio_is_decoded(live):
 
 def _g711(samples: np.ndarray, kind: str) -> bytes:
     """Encode by nearest code in the decoder's own table (ITU-T G.711 is a 256-entry code book)."""
-    from server.serving.realtime.audio_in import G711
+    from server.serving.realtime.audio_decoder import G711
 
     table = G711[kind].astype(np.int32)
     return np.abs(samples.astype(np.int32)[:, None] - table[None, :]).argmin(axis=1).astype(np.uint8).tobytes()

@@ -6,9 +6,9 @@ import numpy as np
 import srt
 import webvtt
 
-from server.api.protocol.audio import TranscriptionRequest
 from server.audio.decode import decode_audio
 from server.engine.conversation import audio_question
+from server.protocol.audio import TranscriptionRequest
 from server.serving.prompts import instruction
 from tests.api.conftest import MODEL, metric
 from tests.audio_samples import encode, tone, wav

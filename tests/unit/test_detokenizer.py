@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.engine.detokenizer import IncrementalDetokenizer
+from server.engine.incremental_detokenizer import IncrementalDetokenizer
 
 
 def _decode(tokenizer):

@@ -1,6 +1,6 @@
 """The KV-cache budget: what a share of the device's memory leaves after the weights and activations."""
 
-from server.runner.memory import MemoryReading, kv_budget_bytes, kv_budget_tokens, kv_bytes_per_token
+from server.runner.kv_budget import MemoryReading, kv_budget_bytes, kv_budget_tokens, kv_bytes_per_token
 
 GiB = 2**30
 

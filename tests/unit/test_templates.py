@@ -13,10 +13,10 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from transformers import Qwen2AudioProcessor
 
-from server.api.protocol.audio import TranscriptionRequest
-from server.api.protocol.chat import ChatMessage
 from server.audio.vad import SpeechDetector
 from server.engine.conversation import audio_question
+from server.protocol.audio import TranscriptionRequest
+from server.protocol.chat import ChatMessage
 from server.serving.media import MediaPolicy
 from server.serving.prompts import TRANSCRIBE_INSTRUCTION, instruction, to_conversation
 from tests.audio_samples import wav
