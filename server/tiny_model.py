@@ -30,8 +30,8 @@ from server.tiny_tokenizer import REGULAR_TOKENS, SPECIAL_TOKENS, VOCAB_ROWS, sp
 logger = logging.getLogger(__name__)
 
 # The chat template of Qwen/Qwen2-Audio-7B-Instruct's tokenizer_config.json: an audio part is one with an 'audio'
-# or 'audio_url' key (docs/qwen2-audio-facts.md, "Templates differ by where they come from"; tests/support/checkpoint.py has the
-# sources). The processor's own template file carries the same.
+# or 'audio_url' key (docs/qwen2-audio.md, "Chat templates differ by where they come from"; tests/support/checkpoint.py
+# has the sources). The processor's own template file carries the same.
 CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != "
     "'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] "

@@ -3,7 +3,7 @@
 The templates differ in what marks an audio part: transformers' built-in default tests `content['type'] ==
 'audio'` among others; the checkpoint's own template (tokenizer_config.json of Qwen/Qwen2-Audio-7B-Instruct) and
 fine-tunes test only `'audio' in content or 'audio_url' in content`, so a part written as `{"type": "audio"}`
-alone renders nothing there (docs/qwen2-audio-facts.md, "Templates differ by where they come from").
+alone renders nothing there (docs/qwen2-audio.md, "Chat templates differ by where they come from").
 """
 
 import base64
