@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from server.api.errors import install_error_handlers
+from server.api.error_handlers import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
-from server.api.realtime import router as realtime
 from server.api.routes import public, v1
+from server.api.websocket import router as realtime
 from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine, EngineConfig

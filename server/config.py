@@ -1,7 +1,7 @@
 """Every knob of the server, in one pydantic-settings class: a CLI flag and a QWEN2_AUDIO_* variable each."""
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_origin
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(5.0, ge=0, le=1000)
     """How long the engine waits for more requests to fill a batch once one has arrived."""
     enforce_eager: bool = True
-    """Run each decode step eagerly. --no-enforce-eager captures the step in CUDA graphs instead (one launch per step, a static-shape step over the KV buffers; on a CPU the same static step runs without graphs). Eager by default until a GPU has run tests/gpu green with graphs (README, GPU)."""
+    """Run each decode step eagerly. --no-enforce-eager captures the step in CUDA graphs instead (one launch per step, a static-shape step over the KV buffers; on a CPU the same static step runs without graphs). Eager by default until a GPU has run tests/gpu green with graphs (docs/gpu.md)."""
     kv_cache_tokens: int = Field(0, ge=0)
     """KV-cache budget in tokens the scheduler fills (0: what --memory-utilization leaves after the weights and activations)."""
     default_max_tokens: int = Field(1024, ge=1)
@@ -136,3 +136,24 @@ class Settings(BaseSettings):
     @property
     def accepted_model_ids(self) -> set[str]:
         return {self.model_id, self.model_path, *self.model_alias}
+
+
+def settings_table() -> str:
+    """Every setting as a markdown table (flag, variable, default, what it does, from the docstrings above): what
+    docs/configuration.md shows, written there by scripts/config-doc; a test keeps the two in step."""
+    rows = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        meaning = (field.description or "") + (f" One of {', '.join(f'`{c}`' for c in choices)}." if choices else "")
+        rows.append(f"| `--{name.replace('_', '-')}` | `QWEN2_AUDIO_{name.upper()}` | {_shown(field.default)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def _shown(default: object) -> str:
+    if default is None or default == []:
+        return "none"
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    if isinstance(default, list):
+        return ", ".join(f"`{item}`" for item in default)
+    return f"`{default:g}`" if isinstance(default, float) else f"`{default}`"

@@ -11,11 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from server.api.errors import APIError, ClientDisconnected, bad_request, describe_validation_error, error_body
-from server.api.protocol.audio import TranscriptionRequest
-from server.api.protocol.chat import ChatCompletionRequest
-from server.api.protocol.models import ModelCard, ModelList
-from server.api.protocol.responses import ResponsesRequest
+from server.api.error_handlers import ClientDisconnected
+from server.protocol.audio import TranscriptionRequest
+from server.protocol.chat import ChatCompletionRequest
+from server.protocol.errors import APIError, bad_request, error_body
+from server.protocol.models import ModelCard, ModelList
+from server.protocol.responses import ResponsesRequest
+from server.protocol.validation import describe_validation_error
 from server.serving.formats import Answer, EventStream
 from server.serving.prompts import Task
 

@@ -12,8 +12,6 @@ from urllib.parse import unquote, urljoin, urlsplit
 import httpx
 import numpy as np
 
-from server.api.errors import APIError, bad_request
-from server.api.protocol.chat import AudioURLPart, FilePart, InputAudioPart
 from server.audio.chunking import Clip, SpeechClips, VadOptions
 from server.audio.clip import SAMPLE_RATE
 from server.audio.decode import (
@@ -30,6 +28,8 @@ from server.audio.decode import (
 )
 from server.audio.vad import SpeechDetector
 from server.config import Settings
+from server.protocol.chat import AudioURLPart, FilePart, InputAudioPart
+from server.protocol.errors import APIError, bad_request
 
 MAX_REDIRECTS = 3
 

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 from pydantic import ValidationError
 
-from server.api.errors import APIError, bad_request, describe_validation_error
-from server.api.protocol.chat import ChatCompletionRequest
-from server.api.protocol.responses import (
+from server.engine.request import Prompt
+from server.engine.sequence import RequestStream
+from server.protocol.chat import ChatCompletionRequest
+from server.protocol.errors import APIError, bad_request
+from server.protocol.responses import (
     IncompleteDetails,
     InputItemList,
     InputMessage,
@@ -22,8 +24,7 @@ from server.api.protocol.responses import (
     chat_message,
     new_id,
 )
-from server.engine.request import Prompt
-from server.engine.sequence import RequestStream
+from server.protocol.validation import describe_validation_error
 from server.request_context import request_id
 from server.serving.chat import ChatServing
 from server.serving.formats import Answer, EventStream

@@ -8,10 +8,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.api.conftest import MODEL
-from tests.api.test_process import _metric
-from tests.audio_samples import wav
-from tests.servers import start
+from tests.support.app import MODEL
+from tests.support.audio_samples import wav
+from tests.support.servers import process_metric, start
 
 
 async def _stream_to_the_end(http: httpx.AsyncClient, started: asyncio.Event, counter: list) -> str:
@@ -87,9 +86,9 @@ async def test_load_1000_requests_at_concurrency_64(tiny_model_dir):
         # 64 clients against 16 batch slots + 24 queue places: the rest are turned away at once, as intended. How
         # many get through depends on the machine's speed; that the batch and the queue filled up does not.
         assert codes.count(200) >= 16 + 24 and codes.count(429) >= 1
-        assert _metric(base, "qwen2_audio_running_requests") == 0
-        assert _metric(base, "qwen2_audio_queue_depth") == 0
-        assert _metric(base, "qwen2_audio_kv_cache_tokens") == 0
+        assert process_metric(base, "qwen2_audio_running_requests") == 0
+        assert process_metric(base, "qwen2_audio_queue_depth") == 0
+        assert process_metric(base, "qwen2_audio_kv_cache_tokens") == 0
         growth = (rss_after - rss_before) / 2**20
         print(f"\nload: 1000 requests at concurrency 64 in {elapsed:.1f} s: {codes.count(200)} answered, "
               f"{codes.count(429)} told 429, {len(resets)} connections reset and retried; "

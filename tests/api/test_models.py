@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from tests.api.conftest import MODEL
+from tests.support.app import MODEL
 
 
 async def test_retrieve_each_listed_model(client):

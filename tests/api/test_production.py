@@ -14,10 +14,10 @@ from openai import AsyncOpenAI
 from server.app import create_app, load
 from server.config import Settings
 from server.engine.request import OutOfMemory
-from tests.api.conftest import MODEL, metric
-from tests.audio_samples import wav
-from tests.faults import fails_once, replaced
-from tests.waiting import eventually
+from tests.support.app import MODEL, metric
+from tests.support.audio_samples import wav
+from tests.support.faults import fails_once, replaced
+from tests.support.waiting import eventually
 
 CLIP = wav(1.0, seed=31)
 

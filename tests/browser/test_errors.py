@@ -4,11 +4,11 @@ import json
 
 import httpx
 
-from tests.api.conftest import MODEL
-from tests.api.test_process import _metric
 from tests.browser import playground as ui
 from tests.browser.conftest import KEY, TIME_LIMIT_S, serving
 from tests.browser.playground import expect
+from tests.support.app import MODEL
+from tests.support.servers import process_metric
 
 
 def test_key_problems_are_said_in_plain_words(keyed_server, page, tmp_path):
@@ -55,15 +55,15 @@ def test_bad_input_is_said_in_plain_words(server, page, tmp_path):
 
 def test_stop_cancels_the_answer_on_the_server(server, page, tmp_path):
     ui.open_page(page, server)
-    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    tokens_before = process_metric(server, "qwen2_audio_generated_tokens_total")
     page.set_input_files("#file-input", ui.clip(tmp_path))
     ui.ask_for_a_long_answer(page)
     assert page.is_visible("#stop"), "the answer ended before it could be stopped"
     page.click("#stop")
     expect(page.locator("#output")).to_contain_text("[stopped]")
     expect(page.locator("#run")).to_be_enabled()
-    assert ui.wait_until(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
-    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < ui.LONG_ANSWER_TOKENS / 2
+    assert ui.wait_until(lambda: process_metric(server, "qwen2_audio_running_requests") == 0)
+    assert process_metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < ui.LONG_ANSWER_TOKENS / 2
 
 
 def test_an_answer_cut_off_midway_says_why(keyed_server, page, tmp_path):
