@@ -35,7 +35,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_the_readme_is_short_and_docs_hold_the_rest():
-    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300  # a five-minute read; docs/ holds the rest
     for name in ("api", "realtime", "configuration", "deployment", "performance", "gpu", "architecture", "qwen2-audio"):
         assert (DOCS / f"{name}.md").is_file(), name
 

@@ -19,6 +19,8 @@ from tests.support.engine_on_model import make_engine, prompt, run_to_end
 from tests.support.faults import fails_once, replaced
 from tests.support.waiting import eventually
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir) -> LoadedModel:

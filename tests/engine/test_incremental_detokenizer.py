@@ -4,6 +4,8 @@ import pytest
 
 from server.engine.incremental_detokenizer import IncrementalDetokenizer
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 def _decode(tokenizer):
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -1,11 +1,14 @@
 """The CPU paths of the model runner: oneDNN linear layers compute what nn.Linear does, and where they apply."""
 
+import pytest
 import torch
 from transformers import Qwen2AudioForConditionalGeneration
 
 from server.runner.cpu import OneDnnLinear, StepThreads, can_pack, pack_linears
 from server.tiny_model import preset_config
 from server.tiny_tokenizer import train_tokenizer
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 
 def test_a_packed_linear_computes_what_nn_linear_does():

@@ -10,6 +10,8 @@ from transformers import AutoProcessor
 from server.tiny_model import write_tiny_model
 from tests.support.checkpoint import HUB_CHAT_TEMPLATE
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 HUB = json.loads((Path(__file__).resolve().parents[1] / "support" / "qwen2_audio_7b_instruct.json").read_text())
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from server.runner.loader import LoadConfig, load_model
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 @pytest.fixture
 def checkpoint(tiny_model_dir, tmp_path):

@@ -1,10 +1,13 @@
 """The bench's `full` preset is the published Qwen2-Audio-7B architecture (checked on the meta device: no memory)."""
 
+import pytest
 import torch
 from transformers import Qwen2AudioForConditionalGeneration
 
 from server.tiny_model import preset_config
 from server.tiny_tokenizer import train_tokenizer
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 
 def test_full_preset_is_the_published_7b_architecture():

@@ -28,6 +28,8 @@ from server.serving.prompts import TRANSCRIBE_INSTRUCTION
 from tests.support.app import MODEL, metric
 from tests.support.audio_samples import tone, wav
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 ANSWER_TOKENS = 32
 CLIPS = [(1.0, 1), (3.0, 2), (5.0, 3), (8.0, 4)]  # seconds, seed
 # Floors for the mean teacher-forced agreement (4 clips x 32 tokens), well under what was measured on this model,

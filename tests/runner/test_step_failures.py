@@ -16,6 +16,8 @@ from server.engine.request import OutOfMemory
 from server.runner.model_runner import Qwen2AudioRunner
 from tests.support.runners import make_runner, requests
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 class FailAt(TorchDispatchMode):
     """Raises torch's out-of-memory error at the n-th tensor operation that can allocate (counting from 1; views

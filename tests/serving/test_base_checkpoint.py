@@ -14,6 +14,8 @@ from tests.support.app import MODEL, sdk_for
 from tests.support.audio_samples import wav
 from tests.support.scripted import scripted
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 MARKER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 
 

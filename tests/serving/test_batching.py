@@ -2,11 +2,15 @@
 
 import asyncio
 
+import pytest
+
 from server.audio.decode import decode_audio
 from server.engine.conversation import audio_question
 from tests.support.app import MODEL, metric
 from tests.support.audio_samples import wav
 from tests.support.chat_parts import audio_part
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 # (clip seconds, prompt, max_tokens, arrival delay in seconds): different lengths, prompts, outputs and arrivals,
 # the later ones while the first are still decoding

@@ -14,6 +14,8 @@ from tests.support.audio_samples import encode, tone, wav
 from tests.support.chat_parts import audio_part, url_part
 from tests.support.speech import requires_espeak, speech_track
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 async def test_audio_question_matches_generate(client, reference):
     audio = wav(3.0, seed=11)

@@ -13,6 +13,8 @@ from tests.support.audio_samples import wav
 from tests.support.checkpoint import NO_SYSTEM_CHAT_TEMPLATE
 from tests.support.scripted import scripted
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 @pytest.fixture(scope="module")
 def finetune_dir(tiny_model_dir, tmp_path_factory) -> str:

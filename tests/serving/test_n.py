@@ -9,6 +9,8 @@ from tests.support.app import MODEL, metric
 from tests.support.audio_samples import wav
 from tests.support.chat_parts import Sound, audio_part
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 CLIP = wav(2.0, seed=60)
 SAMPLING = dict(temperature=1.0, top_p=1.0, extra_body={"top_k": 0}, max_tokens=16)
 

@@ -22,6 +22,8 @@ from server.serving.prompts import TRANSCRIBE_INSTRUCTION, instruction, to_conve
 from tests.support.audio_samples import wav
 from tests.support.checkpoint import HUB_CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 MARKER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
 
 TEMPLATES = {
