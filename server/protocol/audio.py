@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from server.protocol import OpenAIRequest
+from server.protocol import FormBool, JSONFloat, OpenAIRequest, json_int
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 
@@ -13,9 +13,9 @@ class ServerVad(OpenAIRequest):
     """`chunking_strategy` with explicit voice-activity settings: one clip (and segment) per utterance."""
 
     type: Literal["server_vad"]
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=10_000)
-    silence_duration_ms: int = Field(200, ge=0, le=10_000)
+    threshold: JSONFloat = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: json_int(ge=0, le=10_000) = 300
+    silence_duration_ms: json_int(ge=0, le=10_000) = 200
 
 
 class TranscriptionRequest(OpenAIRequest):
@@ -27,7 +27,7 @@ class TranscriptionRequest(OpenAIRequest):
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
-    stream: bool = False
+    stream: FormBool = False
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     chunking_strategy: Literal["auto"] | ServerVad | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
@@ -35,7 +35,7 @@ class TranscriptionRequest(OpenAIRequest):
     target_language: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     min_tokens: int = Field(0, ge=0)
-    ignore_eos: bool = False
+    ignore_eos: FormBool = False
 
     @model_validator(mode="after")
     def _supported(self) -> "TranscriptionRequest":
@@ -102,3 +102,18 @@ class VerboseTranscription(BaseModel):
     text: str
     segments: list[Segment]
     usage: DurationUsage
+
+
+class TranscriptTextDelta(BaseModel):
+    """A streamed transcription's text as it comes (`stream=true`)."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextDone(BaseModel):
+    """The last event of a streamed transcription: the whole text and its usage."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: TranscriptionUsage
