@@ -3,8 +3,8 @@ ERRORS, each in OpenAI's error envelope.
 
 ERRORS is the one list of which route answers which error status; change it with the route. tests/protocol/
 test_fuzz.py runs schemathesis against a real server with every check, so a status a route gives and its line here
-lacks fails there, and tests/api/test_openapi.py fails on a route without a line. Routes take their line with
-`answers("METHOD /path", ...)`; `install_openapi` adds what FastAPI cannot say itself.
+lacks fails there, and tests/api/test_openapi.py fails on a line without a route. A route takes its line with
+`responses=answers("METHOD /path")`; `install_openapi` adds what FastAPI cannot say itself.
 """
 
 import functools
@@ -134,8 +134,8 @@ def upload_form(model: type[BaseModel]) -> dict[str, Any]:
 def install_openapi(app: FastAPI) -> None:
     """The app's document as FastAPI builds it, less what FastAPI adds that this server never answers (its 422:
     every invalid request is a 400 in OpenAI's envelope), with the models the schemas above carry in `$defs`
-    moved to the components they refer to, and integer bounds as integers (FastAPI's models hold them as floats:
-    2**64 - 1 would read as 2**64). FastAPI's own way of customising it: app.openapi replaced."""
+    moved to the components they refer to, and integer bounds as integers (FastAPI's models hold them as floats,
+    which tools then compare as floats: seed's 2**64 let 2**64 + 382 pass). FastAPI's way: app.openapi replaced."""
 
     def openapi() -> dict[str, Any]:
         if not app.openapi_schema:
