@@ -1,8 +1,8 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: the form's fields and every response format's body."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, WithJsonSchema, model_validator
 
 from server.protocol import FormBool, JSONFloat, OpenAIRequest, json_int
 
@@ -18,6 +18,9 @@ class ServerVad(OpenAIRequest):
     silence_duration_ms: json_int(ge=0, le=10_000) = 200
 
 
+_SEGMENT_ONLY = WithJsonSchema({"type": "string", "const": "segment"})  # no word timestamps: the validator says why
+
+
 class TranscriptionRequest(OpenAIRequest):
     """Fields of the multipart form (the `file` part travels beside it)."""
 
@@ -26,7 +29,8 @@ class TranscriptionRequest(OpenAIRequest):
     prompt: str | None = None
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
+    timestamp_granularities: list[Annotated[Literal["segment", "word"], _SEGMENT_ONLY]] = Field(
+        default_factory=list, description="Needs response_format verbose_json.")
     stream: FormBool = False
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     chunking_strategy: Literal["auto"] | ServerVad | None = None

@@ -24,12 +24,11 @@ _MAX_LENGTH = 16
 _CONTENT_CODES = {"invalid_audio", "audio_too_short", "unsupported_url", "url_not_allowed", "context_length_exceeded"}
 _CONTENT_RULES = (
     "at least one user message", "in user messages only", "could not build the prompt",  # the conversation
+    "needs file_data",  # a file part without its data (this server keeps no uploaded files)
     "cannot be enforced while decoding",  # a JSON schema the grammar engine cannot compile
     "samples a request on this server",  # n past the batch size this server runs
     "unknown language",  # language codes
-    "audio_url", "file part needs file_data", "input_file needs", "file: URLs",  # where audio comes from
     "requires logprobs=true", "requires response_format", "logprobs requires", "streaming returns text events",
-    "word timestamps are not available",
 )
 
 
