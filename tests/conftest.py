@@ -4,7 +4,6 @@ on it, driven in-process by the real OpenAI SDK over httpx's ASGI transport (hel
 import httpx
 import pytest
 import pytest_asyncio
-from openai import AsyncOpenAI
 
 from server.app import create_app
 from server.config import Settings
@@ -45,7 +44,9 @@ async def http(app):
 
 
 @pytest.fixture(scope="session")
-def client(http) -> AsyncOpenAI:
+def client(http):
+    from openai import AsyncOpenAI  # here, not above: tests/gpu loads this file on a GPU image without openai
+
     return AsyncOpenAI(base_url="http://test/v1", api_key="not-needed", http_client=http, max_retries=0)
 
 
