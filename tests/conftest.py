@@ -8,7 +8,7 @@ import pytest_asyncio
 from server.app import create_app
 from server.config import Settings
 from server.tiny_model import write_tiny_model
-from tests.support.app import MODEL
+from tests.support.app import MODEL, sdk
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +45,7 @@ async def http(app):
 
 @pytest.fixture(scope="session")
 def client(http):
-    from openai import AsyncOpenAI  # here, not above: tests/gpu loads this file on a GPU image without openai
-
-    return AsyncOpenAI(base_url="http://test/v1", api_key="not-needed", http_client=http, max_retries=0)
+    return sdk(http)
 
 
 @pytest.fixture(scope="session")
