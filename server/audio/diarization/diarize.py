@@ -1,0 +1,144 @@
+"""Who spoke when in 16 kHz mono audio: speaker turns labelled A, B, ... in order of first speech, or by name
+where a known speaker's reference matches.
+
+1. Speech regions between pauses (Silero VAD), cut into back-to-back 0.8 s windows, each embedded (GE2E).
+2. Regions split where the windows before and after a boundary differ most (a speaker may follow another with
+   no pause), and the pieces clustered; clusters whose centroids are alike merge, so the number of speakers is
+   found (a calibrated threshold), and clusters with too little speech to be a speaker are dropped.
+3. Every window relabelled with the speaker centroid it resembles most (Viterbi, a cost per switch), twice,
+   the centroids recomputed in between: a centroid of many windows tells voices apart far better than a window.
+4. Known speakers name the clusters their references match; other clusters stay anonymous.
+5. Where the label switches between two windows (no pause there), short windows place the boundary to ~0.1 s;
+   at a pause the turn ends where the speech does.
+
+Runs on the calling thread (a worker: never the event loop or the model's thread): numpy, and the encoder on
+one onnxruntime thread of its own, which releases the GIL.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from string import ascii_uppercase
+
+import numpy as np
+
+from server.audio.chunking import SpeechSpans, VadOptions
+from server.audio.clip import SAMPLE_RATE
+from server.audio.diarization.clustering import centroids, cluster, match_known, merge_similar
+from server.audio.diarization.encoder import DIMENSIONS, SpeakerEncoder
+from server.audio.diarization.references import KnownSpeaker, check_reference, check_reference_speech
+from server.audio.diarization.refine import frame_labels
+from server.audio.diarization.segmentation import pieces, relabel
+from server.audio.diarization.windows import WINDOW_FRAMES, Region, embed_regions
+from server.audio.vad import SpeechDetector
+
+
+@dataclass(frozen=True)
+class DiarizationOptions:
+    merge: float = 0.89
+    """Similarity of two clusters' centroids at and above which they are one speaker (calibrated on synthetic
+    voices: `bench --diarization --calibrate`, docs/diarization.md)."""
+    match: float = 0.88
+    """Least similarity of a cluster's centroid to a known speaker's reference for it to take that name (calibrated
+    the same way)."""
+    threshold: float = 0.1
+    """Cosine distance at which the tree of pieces stops growing: low, since `merge` mends over-splitting."""
+    change: float = 0.15
+    """Distance across a boundary between windows (1.2 s each side) that splits a region before clustering."""
+    switch: float = 0.1
+    """Similarity a window gives up to change speaker when windows are relabelled (Viterbi)."""
+    min_speaker_seconds: float = 3.0
+    """Less speech than this in a cluster is not a speaker of its own (windows that mix two voices make such)."""
+    vad: VadOptions = field(default_factory=lambda: VadOptions(silence_ms=150, padding_ms=100, merge=False))
+    """Speech regions: a pause of 150 ms ends one (a turn change with a pause then needs no voice to be found)."""
+
+
+@dataclass(frozen=True)
+class SpeakerTurn:
+    """[start, end) in samples of the audio, and who speaks: a letter, or a known speaker's name."""
+
+    start: int
+    end: int
+    speaker: str
+
+    @property
+    def start_seconds(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def end_seconds(self) -> float:
+        return self.end / SAMPLE_RATE
+
+
+class Diarizer:
+    """Holds the models (shared by all requests; each call keeps its own state)."""
+
+    def __init__(self, detector: SpeechDetector, encoder: SpeakerEncoder, options: DiarizationOptions) -> None:
+        self.detector, self.encoder, self.options = detector, encoder, options
+
+    def known_speaker(self, index: int, name: str, samples: np.ndarray) -> KnownSpeaker:
+        """The voice in a reference clip (raises KnownSpeakerError naming `known_speaker_references[index]`)."""
+        check_reference(index, samples)
+        regions = embed_regions(samples, self._speech(samples), self.encoder)
+        check_reference_speech(index, sum(r.end - r.start for r in regions))
+        embeddings = np.concatenate([r.embeddings for r in regions])
+        return KnownSpeaker(name, centroids(embeddings, np.zeros(len(embeddings), np.int64), 1)[0])
+
+    def diarize(self, samples: np.ndarray, known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
+        """The speaker turns of `samples`, in order; none where no one speaks."""
+        regions = embed_regions(samples, self._speech(samples), self.encoder)
+        if not regions:
+            return []
+        windows = np.concatenate([r.embeddings for r in regions])
+        centres = self._speakers(regions, windows)
+        for _ in range(2):
+            speakers = relabel(regions, centres, self.options.switch)
+            centres = self._large(windows, speakers, centres.shape[0])
+            speakers = relabel(regions, centres, self.options.switch)  # the windows of any dropped speaker
+        return _turns(regions, frame_labels(regions, speakers, centres, self.encoder), self._names(centres, known))
+
+    def _speech(self, samples: np.ndarray) -> list[tuple[int, int]]:
+        spans = SpeechSpans(self.options.vad)
+        found = spans.feed(*self.detector.frames(samples)) + spans.finish(samples.shape[0])
+        return [(s.start, s.end) for s in found]
+
+    def _speakers(self, regions: list[Region], windows: np.ndarray) -> np.ndarray:
+        """[speakers, 256] first centroids: the clusters of the regions' single-speaker pieces, alike ones merged,
+        those with too little speech dropped."""
+        runs, first = [], 0
+        for region in regions:
+            runs += [[first + w for w in run] for run in pieces(region, self.options.change)]
+            first += len(region.windows)
+        means = np.stack([centroids(windows[run], np.zeros(len(run), np.int64), 1)[0] for run in runs])
+        speakers = np.zeros(len(windows), np.int64)
+        for run, label in zip(runs, cluster(means, self.options.threshold)):
+            speakers[run] = label
+        speakers = merge_similar(windows, speakers, self.options.merge)
+        return self._large(windows, speakers, int(speakers.max()) + 1)
+
+    def _large(self, windows: np.ndarray, speakers: np.ndarray, count: int) -> np.ndarray:
+        """The centroids of the speakers with enough windows to be one (the largest at least)."""
+        sizes = np.bincount(speakers, minlength=count)
+        least = math.ceil(self.options.min_speaker_seconds * 100 / WINDOW_FRAMES)  # 100 frames a second
+        return centroids(windows, speakers, count)[sizes >= min(least, sizes.max())]
+
+    def _names(self, centres: np.ndarray, known: Sequence[KnownSpeaker]) -> dict[int, str]:
+        references = np.array([k.embedding for k in known], np.float32).reshape(len(known), DIMENSIONS)
+        matched = match_known(centres, references, self.options.match)
+        return {speaker: known[m].name for speaker, m in enumerate(matched) if m is not None}
+
+
+def _turns(regions: list[Region], frames: list[np.ndarray], names: dict[int, str]) -> list[SpeakerTurn]:
+    """Runs of one speaker within each region, labelled: names, then letters in order of first speech."""
+    raw = []
+    for region, labels in zip(regions, frames):
+        changes = [0] + [f for f in range(1, labels.shape[0]) if labels[f] != labels[f - 1]] + [labels.shape[0]]
+        raw += [(region.sample(a), region.sample(b), int(labels[a])) for a, b in zip(changes, changes[1:])]
+    anonymous = [s for s in dict.fromkeys(s for _, _, s in raw) if s not in names]
+    letters = {s: _letters(i) for i, s in enumerate(anonymous)}
+    return [SpeakerTurn(a, b, names.get(s) or letters[s]) for a, b, s in raw if b > a]
+
+
+def _letters(index: int) -> str:
+    """A, B, ..., Z, AA, AB, ..."""
+    return _letters(index // 26 - 1) + ascii_uppercase[index % 26] if index >= 26 else ascii_uppercase[index]
