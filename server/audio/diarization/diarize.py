@@ -3,8 +3,8 @@ where a known speaker's reference matches.
 
 1. Speech regions between pauses (Silero VAD), cut into back-to-back 0.8 s windows, each embedded (GE2E).
 2. Regions split where the windows before and after a boundary differ most (a speaker may follow another with
-   no pause), and the pieces clustered; clusters whose centroids are alike merge, so the number of speakers is
-   found (a calibrated threshold), and clusters with too little speech to be a speaker are dropped.
+   no pause); the pieces merged, most alike first, while their centroids are alike enough (a calibrated
+   threshold), so the number of speakers is found; clusters with too little speech to be a speaker are dropped.
 3. Every window relabelled with the speaker centroid it resembles most (Viterbi, a cost per switch), twice,
    the centroids recomputed in between: a centroid of many windows tells voices apart far better than a window.
 4. Known speakers name the clusters their references match; other clusters stay anonymous.
@@ -24,7 +24,7 @@ import numpy as np
 
 from server.audio.chunking import SpeechSpans, VadOptions
 from server.audio.clip import SAMPLE_RATE
-from server.audio.diarization.clustering import centroids, cluster, match_known, merge_similar
+from server.audio.diarization.clustering import centroids, match_known, merge_similar
 from server.audio.diarization.encoder import DIMENSIONS, SpeakerEncoder
 from server.audio.diarization.references import KnownSpeaker, check_reference, check_reference_speech
 from server.audio.diarization.refine import frame_labels
@@ -41,8 +41,6 @@ class DiarizationOptions:
     match: float = 0.88
     """Least similarity of a cluster's centroid to a known speaker's reference for it to take that name (calibrated
     the same way)."""
-    threshold: float = 0.1
-    """Cosine distance at which the tree of pieces stops growing: low, since `merge` mends over-splitting."""
     change: float = 0.15
     """Distance across a boundary between windows (1.2 s each side) that splits a region before clustering."""
     switch: float = 0.1
@@ -103,15 +101,14 @@ class Diarizer:
         return [(s.start, s.end) for s in found]
 
     def _speakers(self, regions: list[Region], windows: np.ndarray) -> np.ndarray:
-        """[speakers, 256] first centroids: the clusters of the regions' single-speaker pieces, alike ones merged,
-        those with too little speech dropped."""
+        """[speakers, 256] first centroids: the regions' single-speaker pieces, merged while alike, those with too
+        little speech dropped."""
         runs, first = [], 0
         for region in regions:
             runs += [[first + w for w in run] for run in pieces(region, self.options.change)]
             first += len(region.windows)
-        means = np.stack([centroids(windows[run], np.zeros(len(run), np.int64), 1)[0] for run in runs])
         speakers = np.zeros(len(windows), np.int64)
-        for run, label in zip(runs, cluster(means, self.options.threshold)):
+        for label, run in enumerate(runs):
             speakers[run] = label
         speakers = merge_similar(windows, speakers, self.options.merge)
         return self._large(windows, speakers, int(speakers.max()) + 1)

@@ -10,6 +10,7 @@ factor that does the same to a window of frames.
 from functools import cache
 
 import numpy as np
+import scipy.fft
 
 from server.audio.clip import SAMPLE_RATE
 
@@ -24,8 +25,9 @@ def mel_frames(samples: np.ndarray) -> np.ndarray:
     padded = np.pad(samples.astype(np.float32, copy=False), N_FFT // 2)
     count = 1 + (padded.shape[0] - N_FFT) // HOP
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][:count]
-    power = np.square(np.abs(np.fft.rfft(frames * _window(), axis=1)))
-    return (power.astype(np.float32) @ _mel_filters().T).astype(np.float32)
+    spectrum = scipy.fft.rfft(frames * _window(), axis=1)  # complex64; several times numpy.fft's speed here
+    power = np.square(spectrum.real, dtype=np.float32) + np.square(spectrum.imag, dtype=np.float32)
+    return power @ _mel_filters().T
 
 
 def frame_energy(samples: np.ndarray) -> np.ndarray:
