@@ -54,10 +54,29 @@ def graph(state: dict[str, np.ndarray]) -> onnx.ModelProto:
     return model
 
 
+def check(state: dict[str, torch.Tensor], target: str) -> None:
+    """The ONNX graph gives resemblyzer's VoiceEncoder.forward, computed by torch, on batches of any lengths."""
+    import onnxruntime
+
+    lstm, linear = torch.nn.LSTM(MELS, HIDDEN, LAYERS, batch_first=True), torch.nn.Linear(HIDDEN, HIDDEN)
+    lstm.load_state_dict({k.removeprefix("lstm."): v for k, v in state.items() if k.startswith("lstm.")})
+    linear.load_state_dict({"weight": state["linear.weight"], "bias": state["linear.bias"]})
+    session = onnxruntime.InferenceSession(target, providers=["CPUExecutionProvider"])
+    mels = np.abs(np.random.default_rng(0).normal(0, 3, (4, 160, MELS))).astype(np.float32)
+    lengths = np.array([160, 80, 40, 7], np.int32)
+    (ours,) = session.run(["embeddings"], {"mels": mels, "lengths": lengths})
+    with torch.no_grad():
+        for row, length in enumerate(lengths):
+            _, (hidden, _) = lstm(torch.from_numpy(mels[row : row + 1, :length]))
+            reference = torch.relu(linear(hidden[-1]))[0]
+            reference = (reference / reference.norm()).numpy()
+            assert np.abs(ours[row] - reference).max() < 1e-5, f"row {row}: the ONNX graph differs from torch"
+
+
 def main(source: str, target: str) -> None:
     checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    state = {name: tensor.numpy() for name, tensor in checkpoint["model_state"].items()}
-    onnx.save(graph(state), target)
+    onnx.save(graph({name: tensor.numpy() for name, tensor in checkpoint["model_state"].items()}), target)
+    check(checkpoint["model_state"], target)
 
 
 if __name__ == "__main__":

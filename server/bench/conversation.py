@@ -1,6 +1,6 @@
 """Synthetic conversations of distinct espeak-ng voices, with who spoke when known exactly.
 
-Each turn is 1-8 s of one voice's sentences (cut where the length drawn for it ends); most turns follow the last
+Each turn is 1-8 s of one voice's sentences (made up at random; cut where the length drawn for it ends); most turns follow the last
 after a pause of 0.3-1 s, some straight after it with no pause at all, so a speaker change can not always be
 found as a silence. The voices are espeak-ng variants at different base pitches and rates, chosen to be mutually
 distinct; the diarization threshold is calibrated on CALIBRATION_VOICES and scored on HELD_OUT_VOICES, which it
@@ -8,25 +8,31 @@ never saw (docs/diarization.md).
 """
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
 from server.audio.clip import SAMPLE_RATE
-from server.bench.speech import SENTENCES, speak
+from server.bench.speech import speak
 
-LINES = SENTENCES + [
-    "I think we should ask the customers what they need first.",
-    "That sounds fine to me, but the schedule is very tight.",
-    "Could you share the numbers from the last release?",
-    "We tried that approach two years ago and it did not work.",
-    "Let me check with the design team and come back to you.",
-    "The new office opens on the first of March.",
-    "Honestly, I would rather wait until the tests are green.",
-    "Does anyone have a question about the travel policy?",
-    "The train was late again, so I missed the first talk.",
-    "We could move the launch to the week after.",
-]
+# Sentences are put together at random from these parts (8,000 of them), so no stretch of a long conversation is
+# the same audio as another: espeak-ng says a sentence identically each time, and repeated audio is a shortcut real
+# conversations do not offer (its windows cluster on their own).
+SUBJECTS = ("The new team", "Our manager", "My neighbour", "The committee", "Everyone in the office",
+            "The delivery driver", "Your sister", "The research group", "Nobody at the station", "The city council")
+VERBS = ("wants to discuss", "has already finished", "will probably cancel", "keeps asking about",
+         "is still waiting for", "forgot to mention", "would like to see", "was surprised by", "needs more time for",
+         "is worried about")
+OBJECTS = ("the budget for next year", "the broken printer", "the plans for the garden",
+           "a long holiday in the mountains", "the results of the survey", "the new coffee machine",
+           "the contract with the supplier", "the football match on Sunday", "the noise from the street",
+           "the weather forecast")
+ENDINGS = ("before the end of the week.", "and nobody knows why.", "if the weather stays dry.",
+           "according to the latest email.", "as far as I can tell.", "but that is not a problem.",
+           "so we should talk about it tomorrow.", "which surprised all of us.")
+
+
+def sentence(rng: np.random.Generator) -> str:
+    return " ".join(str(rng.choice(part)) for part in (SUBJECTS, VERBS, OBJECTS, ENDINGS))
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class Voice:
     words_per_minute: int
 
     def say(self, text: str) -> np.ndarray:
-        return _spoken(text, self)
+        return speak(text, self.name, self.words_per_minute, self.pitch)
 
 
 CALIBRATION_VOICES = (
@@ -48,6 +54,34 @@ CALIBRATION_VOICES = (
     Voice("en-us+Annie", 25, 165), Voice("en-us+paul", 25, 150), Voice("en-us+m1", 50, 170),
 )
 HELD_OUT_VOICES = (Voice("en-us+Michael", 50, 160), Voice("en-us+f4", 25, 175), Voice("en-us+robert", 80, 150))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A conversation to render: who takes part, its random seed and its length."""
+
+    voices: tuple[Voice, ...]
+    seed: int
+    seconds: float = 90.0
+
+    def render(self) -> "Conversation":
+        return conversation(self.voices, self.seconds, self.seed)
+
+    def references(self, count: int, seconds: float = 6.0) -> list[tuple[str, np.ndarray]]:
+        """Known-speaker references (name, speech of its own) of the first `count` voices."""
+        return [(speaker_name(v), reference_speech(v, seconds, self.seed * 10 + i)) for i, v in
+                enumerate(self.voices[:count])]
+
+
+def _calibration_scenes() -> tuple[Scene, ...]:
+    """Three conversations each of 2, 3 and 4 calibration voices, drawn at random (seeded)."""
+    rng = np.random.default_rng(1)
+    return tuple(Scene(tuple(CALIBRATION_VOICES[j] for j in rng.choice(len(CALIBRATION_VOICES), 2 + i % 3,
+                                                                     replace=False)), 100 + i) for i in range(9))
+
+
+CALIBRATION_SCENES = _calibration_scenes()
+HELD_OUT_SCENES = (Scene(HELD_OUT_VOICES, 9001, 120.0), Scene(HELD_OUT_VOICES, 9002, 120.0))
 
 
 @dataclass(frozen=True)
@@ -91,15 +125,13 @@ def conversation(voices: tuple[Voice, ...], seconds: float, seed: int, back_to_b
 
 
 def turn_speech(voice: Voice, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """`seconds` of one voice: its lines from a random one on, 0.15 s apart, the last cut short (faded out)."""
+    """`seconds` of one voice: random sentences 0.15 s apart, the last cut short (faded out)."""
     gap = np.zeros(int(0.15 * SAMPLE_RATE), np.float32)
-    first = int(rng.integers(len(LINES)))
-    parts, length, i = [], 0, 0
+    parts, length = [], 0
     while length < seconds * SAMPLE_RATE:
-        line = voice.say(LINES[(first + i) % len(LINES)])
+        line = voice.say(sentence(rng))
         parts += [line, gap]
         length += line.shape[0] + gap.shape[0]
-        i += 1
     clip = np.concatenate(parts[:-1])[: int(seconds * SAMPLE_RATE)].copy()
     fade = min(clip.shape[0], int(0.01 * SAMPLE_RATE))
     clip[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
@@ -110,7 +142,3 @@ def reference_speech(voice: Voice, seconds: float, seed: int) -> np.ndarray:
     """`seconds` of one voice alone, as a known speaker's reference clip."""
     return turn_speech(voice, seconds, np.random.default_rng(seed))
 
-
-@cache
-def _spoken(text: str, voice: Voice) -> np.ndarray:
-    return speak(text, voice.name, voice.words_per_minute, voice.pitch)

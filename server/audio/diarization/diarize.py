@@ -38,7 +38,7 @@ class DiarizationOptions:
     merge: float = 0.89
     """Similarity of two clusters' centroids at and above which they are one speaker (calibrated on synthetic
     voices: `bench --diarization --calibrate`, docs/diarization.md)."""
-    match: float = 0.88
+    match: float = 0.9
     """Least similarity of a cluster's centroid to a known speaker's reference for it to take that name (calibrated
     the same way)."""
     change: float = 0.15
@@ -46,7 +46,10 @@ class DiarizationOptions:
     switch: float = 0.1
     """Similarity a window gives up to change speaker when windows are relabelled (Viterbi)."""
     min_speaker_seconds: float = 3.0
-    """Less speech than this in a cluster is not a speaker of its own (windows that mix two voices make such)."""
+    min_speaker_share: float = 0.02
+    """A cluster with less speech than the larger of these (seconds, share of all speech) is not a speaker of its
+    own, unless it matches a known speaker: such small clusters gather a few windows of one phrase said alike, or
+    of two voices at once. Their windows go to the speakers they resemble most."""
     vad: VadOptions = field(default_factory=lambda: VadOptions(silence_ms=150, padding_ms=100, merge=False))
     """Speech regions: a pause of 150 ms ends one (a turn change with a pause then needs no voice to be found)."""
 
@@ -77,30 +80,41 @@ class Diarizer:
     def known_speaker(self, index: int, name: str, samples: np.ndarray) -> KnownSpeaker:
         """The voice in a reference clip (raises KnownSpeakerError naming `known_speaker_references[index]`)."""
         check_reference(index, samples)
-        regions = embed_regions(samples, self._speech(samples), self.encoder)
+        regions = embed_regions(samples, self.speech(samples), self.encoder)
         check_reference_speech(index, sum(r.end - r.start for r in regions))
         embeddings = np.concatenate([r.embeddings for r in regions])
         return KnownSpeaker(name, centroids(embeddings, np.zeros(len(embeddings), np.int64), 1)[0])
 
     def diarize(self, samples: np.ndarray, known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
         """The speaker turns of `samples`, in order; none where no one speaks."""
-        regions = embed_regions(samples, self._speech(samples), self.encoder)
+        return self.turns(self.regions(samples), known)
+
+    def regions(self, samples: np.ndarray) -> list[Region]:
+        """The costly half: the speech regions of `samples` and their windows' embeddings."""
+        return embed_regions(samples, self.speech(samples), self.encoder)
+
+    def turns(self, regions: list[Region], known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
+        """The cheap half: who speaks in each window, and where exactly each turn changes hands."""
         if not regions:
             return []
         windows = np.concatenate([r.embeddings for r in regions])
-        centres = self._speakers(regions, windows)
+        references = np.array([k.embedding for k in known], np.float32).reshape(len(known), DIMENSIONS)
+        centres = self._speakers(regions, windows, references)
         for _ in range(2):
             speakers = relabel(regions, centres, self.options.switch)
-            centres = self._large(windows, speakers, centres.shape[0])
+            centres = self._large(windows, speakers, centres.shape[0], references)
             speakers = relabel(regions, centres, self.options.switch)  # the windows of any dropped speaker
-        return _turns(regions, frame_labels(regions, speakers, centres, self.encoder), self._names(centres, known))
+        matched = match_known(centres, references, self.options.match)
+        names = {speaker: known[m].name for speaker, m in enumerate(matched) if m is not None}
+        return _turns(regions, frame_labels(regions, speakers, centres, self.encoder), names)
 
-    def _speech(self, samples: np.ndarray) -> list[tuple[int, int]]:
+    def speech(self, samples: np.ndarray) -> list[tuple[int, int]]:
+        """[start, end) in samples of each stretch of speech (the VAD's regions, short pauses included)."""
         spans = SpeechSpans(self.options.vad)
         found = spans.feed(*self.detector.frames(samples)) + spans.finish(samples.shape[0])
         return [(s.start, s.end) for s in found]
 
-    def _speakers(self, regions: list[Region], windows: np.ndarray) -> np.ndarray:
+    def _speakers(self, regions: list[Region], windows: np.ndarray, references: np.ndarray) -> np.ndarray:
         """[speakers, 256] first centroids: the regions' single-speaker pieces, merged while alike, those with too
         little speech dropped."""
         runs, first = [], 0
@@ -111,18 +125,17 @@ class Diarizer:
         for label, run in enumerate(runs):
             speakers[run] = label
         speakers = merge_similar(windows, speakers, self.options.merge)
-        return self._large(windows, speakers, int(speakers.max()) + 1)
+        return self._large(windows, speakers, int(speakers.max()) + 1, references)
 
-    def _large(self, windows: np.ndarray, speakers: np.ndarray, count: int) -> np.ndarray:
-        """The centroids of the speakers with enough windows to be one (the largest at least)."""
+    def _large(self, windows: np.ndarray, speakers: np.ndarray, count: int, references: np.ndarray) -> np.ndarray:
+        """The centroids of the clusters with speech enough to be a speaker (the largest at least), or that match a
+        known speaker's reference."""
         sizes = np.bincount(speakers, minlength=count)
-        least = math.ceil(self.options.min_speaker_seconds * 100 / WINDOW_FRAMES)  # 100 frames a second
-        return centroids(windows, speakers, count)[sizes >= min(least, sizes.max())]
-
-    def _names(self, centres: np.ndarray, known: Sequence[KnownSpeaker]) -> dict[int, str]:
-        references = np.array([k.embedding for k in known], np.float32).reshape(len(known), DIMENSIONS)
-        matched = match_known(centres, references, self.options.match)
-        return {speaker: known[m].name for speaker, m in enumerate(matched) if m is not None}
+        seconds = self.options.min_speaker_seconds * 100 / WINDOW_FRAMES  # 100 frames a second
+        least = math.ceil(max(seconds, self.options.min_speaker_share * windows.shape[0]))
+        centres = centroids(windows, speakers, count)
+        known = (centres @ references.T).max(axis=1, initial=-1.0) >= self.options.match
+        return centres[(sizes >= min(least, sizes.max())) | (known & (sizes > 0))]
 
 
 def _turns(regions: list[Region], frames: list[np.ndarray], names: dict[int, str]) -> list[SpeakerTurn]:
