@@ -76,7 +76,7 @@ def run_cost(diarizer: Diarizer, minutes: float, model_dir: str | None, output_t
     conversation = Scene(HELD_OUT_VOICES, COST_SEED, minutes * 60).render()
     samples = conversation.samples
     started = time.perf_counter()
-    diarizer.speech(samples)
+    diarizer.detector.frames(samples)
     vad = time.perf_counter() - started
     started = time.perf_counter()
     turns = diarizer.diarize(samples)

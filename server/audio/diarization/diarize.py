@@ -16,21 +16,22 @@ one onnxruntime thread of its own, which releases the GIL.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from string import ascii_uppercase
 
 import numpy as np
 
-from server.audio.chunking import SpeechSpans, VadOptions
-from server.audio.clip import SAMPLE_RATE
+from server.audio.chunking import SampleBlocks, SpeechSpans, VadOptions
 from server.audio.diarization.clustering import centroids, match_known, merge_similar
 from server.audio.diarization.encoder import DIMENSIONS, SpeakerEncoder
 from server.audio.diarization.references import KnownSpeaker, check_reference, check_reference_speech
 from server.audio.diarization.refine import frame_labels
 from server.audio.diarization.segmentation import pieces, relabel
-from server.audio.diarization.windows import WINDOW_FRAMES, Region, embed_regions
+from server.audio.diarization.turns import SpeakerTurn, label_turns
+from server.audio.diarization.windows import WINDOW_FRAMES, Region, embed, speech_region
 from server.audio.vad import SpeechDetector
+
+Audio = np.ndarray | Iterable[np.ndarray]  # 16 kHz mono float32 samples, whole or as consecutive blocks
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,6 @@ class DiarizationOptions:
     """Speech regions: a pause of 150 ms ends one (a turn change with a pause then needs no voice to be found)."""
 
 
-@dataclass(frozen=True)
-class SpeakerTurn:
-    """[start, end) in samples of the audio, and who speaks: a letter, or a known speaker's name."""
-
-    start: int
-    end: int
-    speaker: str
-
-    @property
-    def start_seconds(self) -> float:
-        return self.start / SAMPLE_RATE
-
-    @property
-    def end_seconds(self) -> float:
-        return self.end / SAMPLE_RATE
-
-
 class Diarizer:
     """Holds the models (shared by all requests; each call keeps its own state)."""
 
@@ -80,18 +64,26 @@ class Diarizer:
     def known_speaker(self, index: int, name: str, samples: np.ndarray) -> KnownSpeaker:
         """The voice in a reference clip (raises KnownSpeakerError naming `known_speaker_references[index]`)."""
         check_reference(index, samples)
-        regions = embed_regions(samples, self.speech(samples), self.encoder)
+        regions = self.regions(samples)
         check_reference_speech(index, sum(r.end - r.start for r in regions))
         embeddings = np.concatenate([r.embeddings for r in regions])
         return KnownSpeaker(name, centroids(embeddings, np.zeros(len(embeddings), np.int64), 1)[0])
 
-    def diarize(self, samples: np.ndarray, known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
-        """The speaker turns of `samples`, in order; none where no one speaks."""
-        return self.turns(self.regions(samples), known)
+    def diarize(self, audio: Audio, known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
+        """The speaker turns of the audio, in order; none where no one speaks."""
+        return self.turns(self.regions(audio), known)
 
-    def regions(self, samples: np.ndarray) -> list[Region]:
-        """The costly half: the speech regions of `samples` and their windows' embeddings."""
-        return embed_regions(samples, self.speech(samples), self.encoder)
+    def regions(self, audio: Audio) -> list[Region]:
+        """The costly half: the speech regions and their windows' embeddings. `audio` is the samples, or blocks of
+        them as they are decoded: only the mel frames of speech are kept (16 kB a second), not the samples."""
+        regions, buffer = [], SampleBlocks()
+        spans, vad = SpeechSpans(self.options.vad), self.detector.stream()
+        for block in [audio] if isinstance(audio, np.ndarray) else audio:
+            buffer.append(block)
+            regions += [speech_region(s.start, buffer.slice(s.start, s.end)) for s in spans.feed(*vad.feed(block))]
+            buffer.drop_before(spans.keep_from)
+        done = spans.feed(*vad.flush()) + spans.finish(buffer.end)
+        return embed(regions + [speech_region(s.start, buffer.slice(s.start, s.end)) for s in done], self.encoder)
 
     def turns(self, regions: list[Region], known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
         """The cheap half: who speaks in each window, and where exactly each turn changes hands."""
@@ -106,13 +98,7 @@ class Diarizer:
             speakers = relabel(regions, centres, self.options.switch)  # the windows of any dropped speaker
         matched = match_known(centres, references, self.options.match)
         names = {speaker: known[m].name for speaker, m in enumerate(matched) if m is not None}
-        return _turns(regions, frame_labels(regions, speakers, centres, self.encoder), names)
-
-    def speech(self, samples: np.ndarray) -> list[tuple[int, int]]:
-        """[start, end) in samples of each stretch of speech (the VAD's regions, short pauses included)."""
-        spans = SpeechSpans(self.options.vad)
-        found = spans.feed(*self.detector.frames(samples)) + spans.finish(samples.shape[0])
-        return [(s.start, s.end) for s in found]
+        return label_turns(regions, frame_labels(regions, speakers, centres, self.encoder), names)
 
     def _speakers(self, regions: list[Region], windows: np.ndarray, references: np.ndarray) -> np.ndarray:
         """[speakers, 256] first centroids: the regions' single-speaker pieces, merged while alike, those with too
@@ -136,19 +122,3 @@ class Diarizer:
         centres = centroids(windows, speakers, count)
         known = (centres @ references.T).max(axis=1, initial=-1.0) >= self.options.match
         return centres[(sizes >= min(least, sizes.max())) | (known & (sizes > 0))]
-
-
-def _turns(regions: list[Region], frames: list[np.ndarray], names: dict[int, str]) -> list[SpeakerTurn]:
-    """Runs of one speaker within each region, labelled: names, then letters in order of first speech."""
-    raw = []
-    for region, labels in zip(regions, frames):
-        changes = [0] + [f for f in range(1, labels.shape[0]) if labels[f] != labels[f - 1]] + [labels.shape[0]]
-        raw += [(region.sample(a), region.sample(b), int(labels[a])) for a, b in zip(changes, changes[1:])]
-    anonymous = [s for s in dict.fromkeys(s for _, _, s in raw) if s not in names]
-    letters = {s: _letters(i) for i, s in enumerate(anonymous)}
-    return [SpeakerTurn(a, b, names.get(s) or letters[s]) for a, b, s in raw if b > a]
-
-
-def _letters(index: int) -> str:
-    """A, B, ..., Z, AA, AB, ..."""
-    return _letters(index // 26 - 1) + ascii_uppercase[index % 26] if index >= 26 else ascii_uppercase[index]

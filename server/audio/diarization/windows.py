@@ -24,7 +24,7 @@ class Region:
     mels: np.ndarray  # [frames, MELS]
     energy: np.ndarray  # [frames] mean square of each frame's samples
     windows: list[tuple[int, int]]
-    embeddings: np.ndarray | None = None  # [len(windows), 256]
+    embeddings: np.ndarray | None = None  # [len(windows), 256], once embedded
 
     def window(self, start: int, end: int) -> np.ndarray:
         """Frames [start, end) as the encoder takes them: brought to the loudness it was trained on."""
@@ -44,19 +44,17 @@ def window_bounds(frames: int, length: int = WINDOW_FRAMES) -> list[tuple[int, i
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
-def embed_regions(samples: np.ndarray, spans: list[tuple[int, int]], encoder: SpeakerEncoder,
-                  length: int = WINDOW_FRAMES) -> list[Region]:
-    """The regions of `samples` between each (start, end), their windows embedded in one batch."""
-    regions, windows = [], []
-    for start, end in spans:
-        audio = samples[start:end]
-        region = Region(start, end, mel_frames(audio), frame_energy(audio),
-                        window_bounds(-(-audio.shape[0] // HOP), length))
-        windows += [region.window(a, b) for a, b in region.windows]
-        regions.append(region)
-    embeddings = encoder.embed(windows) if windows else np.zeros((0, 256), np.float32)
+def speech_region(start: int, audio: np.ndarray) -> Region:
+    """The region of `audio`, which starts at sample `start`: its mel frames and windows (not yet embedded)."""
+    return Region(start, start + audio.shape[0], mel_frames(audio), frame_energy(audio),
+                  window_bounds(-(-audio.shape[0] // HOP)))
+
+
+def embed(regions: list[Region], encoder: SpeakerEncoder) -> list[Region]:
+    """The regions with every window embedded (in batches across regions)."""
+    embeddings = encoder.embed([r.window(a, b) for r in regions for a, b in r.windows])
     first = 0
-    for region in regions:
-        region.embeddings = embeddings[first : first + len(region.windows)]
-        first += len(region.windows)
+    for r in regions:
+        r.embeddings = embeddings[first : first + len(r.windows)]
+        first += len(r.windows)
     return regions
