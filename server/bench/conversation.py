@@ -1,10 +1,11 @@
 """Synthetic conversations of distinct espeak-ng voices, with who spoke when known exactly.
 
-Each turn is 1-8 s of one voice's sentences (made up at random; cut where the length drawn for it ends); most turns follow the last
-after a pause of 0.3-1 s, some straight after it with no pause at all, so a speaker change can not always be
-found as a silence. The voices are espeak-ng variants at different base pitches and rates, chosen to be mutually
-distinct; the diarization threshold is calibrated on CALIBRATION_VOICES and scored on HELD_OUT_VOICES, which it
-never saw (docs/diarization.md).
+Each turn is 1-8 s of one voice's sentences (made up at random; cut where the length drawn for it ends); most
+turns follow the last after a pause of 0.3-1 s, some straight after it with no pause at all, so a speaker change
+cannot always be found as a silence. The voices are espeak-ng variants at different base pitches and rates,
+chosen to be mutually distinct; diarization's thresholds are calibrated on CALIBRATION_VOICES' conversations and
+scored on conversations of HELD_OUT_VOICES and MORE_HELD_OUT_VOICES, which calibration never saw
+(docs/diarization.md).
 """
 
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ CALIBRATION_VOICES = (
     Voice("en-us+Annie", 25, 165), Voice("en-us+paul", 25, 150), Voice("en-us+m1", 50, 170),
 )
 HELD_OUT_VOICES = (Voice("en-us+Michael", 50, 160), Voice("en-us+f4", 25, 175), Voice("en-us+robert", 80, 150))
+MORE_HELD_OUT_VOICES = (Voice("en-us+klatt2", 25, 165), Voice("en-us+f5", 80, 170))
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def _calibration_scenes() -> tuple[Scene, ...]:
 
 
 CALIBRATION_SCENES = _calibration_scenes()
-HELD_OUT_SCENES = (Scene(HELD_OUT_VOICES, 9001, 120.0), Scene(HELD_OUT_VOICES, 9002, 120.0))
+HELD_OUT_SCENES = (Scene(HELD_OUT_VOICES, 9001, 120.0), Scene(HELD_OUT_VOICES, 9002, 120.0),
+                   Scene((HELD_OUT_VOICES[0], MORE_HELD_OUT_VOICES[0]), 9011, 120.0),
+                   Scene(HELD_OUT_VOICES[1:] + MORE_HELD_OUT_VOICES, 9012, 120.0))
 
 
 @dataclass(frozen=True)
