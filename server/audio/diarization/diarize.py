@@ -49,8 +49,8 @@ class DiarizationOptions:
     min_speaker_seconds: float = 3.0
     min_speaker_share: float = 0.02
     """A cluster with less speech than the larger of these (seconds, share of all speech) is not a speaker of its
-    own, unless it matches a known speaker: such small clusters gather a few windows of one phrase said alike, or
-    of two voices at once. Their windows go to the speakers they resemble most."""
+    own, known or not: such small clusters gather a few windows of one phrase said alike, or of two voices at once.
+    Their windows go to the speakers they resemble most."""
     vad: VadOptions = field(default_factory=lambda: VadOptions(silence_ms=150, padding_ms=100, merge=False))
     """Speech regions: a pause of 150 ms ends one (a turn change with a pause then needs no voice to be found)."""
 
@@ -91,16 +91,16 @@ class Diarizer:
             return []
         windows = np.concatenate([r.embeddings for r in regions])
         references = np.array([k.embedding for k in known], np.float32).reshape(len(known), DIMENSIONS)
-        centres = self._speakers(regions, windows, references)
+        centres = self._speakers(regions, windows)
         for _ in range(2):
             speakers = relabel(regions, centres, self.options.switch)
-            centres = self._large(windows, speakers, centres.shape[0], references)
+            centres = self._large(windows, speakers, centres.shape[0])
             speakers = relabel(regions, centres, self.options.switch)  # the windows of any dropped speaker
         matched = match_known(centres, references, self.options.match)
         names = {speaker: known[m].name for speaker, m in enumerate(matched) if m is not None}
         return label_turns(regions, frame_labels(regions, speakers, centres, self.encoder), names)
 
-    def _speakers(self, regions: list[Region], windows: np.ndarray, references: np.ndarray) -> np.ndarray:
+    def _speakers(self, regions: list[Region], windows: np.ndarray) -> np.ndarray:
         """[speakers, 256] first centroids: the regions' single-speaker pieces, merged while alike, those with too
         little speech dropped."""
         runs, first = [], 0
@@ -111,14 +111,11 @@ class Diarizer:
         for label, run in enumerate(runs):
             speakers[run] = label
         speakers = merge_similar(windows, speakers, self.options.merge)
-        return self._large(windows, speakers, int(speakers.max()) + 1, references)
+        return self._large(windows, speakers, int(speakers.max()) + 1)
 
-    def _large(self, windows: np.ndarray, speakers: np.ndarray, count: int, references: np.ndarray) -> np.ndarray:
-        """The centroids of the clusters with speech enough to be a speaker (the largest at least), or that match a
-        known speaker's reference."""
+    def _large(self, windows: np.ndarray, speakers: np.ndarray, count: int) -> np.ndarray:
+        """The centroids of the clusters with speech enough to be a speaker (the largest at least)."""
         sizes = np.bincount(speakers, minlength=count)
         seconds = self.options.min_speaker_seconds * 100 / WINDOW_FRAMES  # 100 frames a second
         least = math.ceil(max(seconds, self.options.min_speaker_share * windows.shape[0]))
-        centres = centroids(windows, speakers, count)
-        known = (centres @ references.T).max(axis=1, initial=-1.0) >= self.options.match
-        return centres[(sizes >= min(least, sizes.max())) | (known & (sizes > 0))]
+        return centroids(windows, speakers, count)[sizes >= min(least, sizes.max())]
