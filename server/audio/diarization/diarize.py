@@ -43,7 +43,7 @@ class DiarizationOptions:
     """Least similarity of a cluster's centroid to a known speaker's reference for it to take that name (calibrated
     the same way)."""
     change: float = 0.15
-    """Distance across a boundary between windows (1.2 s each side) that splits a region before clustering."""
+    """Distance across a boundary between windows (up to 2.4 s each side) that splits a region before clustering."""
     switch: float = 0.1
     """Similarity a window gives up to change speaker when windows are relabelled (Viterbi)."""
     min_speaker_seconds: float = 3.0

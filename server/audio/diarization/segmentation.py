@@ -12,7 +12,7 @@ import numpy as np
 
 from server.audio.diarization.windows import Region
 
-CONTEXT = 3  # windows each side of a boundary (1.5 s)
+CONTEXT = 3  # windows each side of a boundary (2.4 s)
 
 
 def pieces(region: Region, change: float) -> list[list[int]]:
