@@ -47,10 +47,11 @@ class DiarizationOptions:
     switch: float = 0.1
     """Similarity a window gives up to change speaker when windows are relabelled (Viterbi)."""
     min_speaker_seconds: float = 3.0
+    """A cluster with less speech than this, or than `min_speaker_share`, is not a speaker of its own, known or
+    not: such small clusters gather a few windows of one phrase said alike, or of two voices at once. Their windows
+    go to the speakers they resemble most."""
     min_speaker_share: float = 0.02
-    """A cluster with less speech than the larger of these (seconds, share of all speech) is not a speaker of its
-    own, known or not: such small clusters gather a few windows of one phrase said alike, or of two voices at once.
-    Their windows go to the speakers they resemble most."""
+    """... or than this share of all the speech (a long recording makes more such clusters)."""
     vad: VadOptions = field(default_factory=lambda: VadOptions(silence_ms=150, padding_ms=100, merge=False))
     """Speech regions: a pause of 150 ms ends one (a turn change with a pause then needs no voice to be found)."""
 

@@ -26,10 +26,9 @@ def frame_labels(regions: list[Region], speakers: np.ndarray, centres: np.ndarra
         labels.append(np.repeat(own, [b - a for a, b in region.windows]))
         switches += [(index, region.windows[k][0], region.windows[k + 1][1], int(own[k]), int(own[k + 1]))
                      for k in range(len(own) - 1) if own[k] != own[k + 1]]
-    starts = {(i, s) for i, lo, hi, _, _ in switches for s in range(lo, hi - SHORT + 1, STEP)}
-    order = sorted(starts)
-    embedded = encoder.embed([regions[i].window(s, s + SHORT) for i, s in order]) if order else None
-    similarity = {key: row for key, row in zip(order, embedded @ centres.T)} if order else {}
+    starts = sorted({(i, s) for i, lo, hi, _, _ in switches for s in range(lo, hi - SHORT + 1, STEP)})
+    embedded = encoder.embed([regions[i].window(s, s + SHORT) for i, s in starts])
+    similarity = dict(zip(starts, embedded @ centres.T))
     for i, lo, hi, before, after in switches:
         scores = {p: _score(similarity, i, p, before, after) for p in range(lo + SHORT, hi - SHORT + 1, STEP)}
         if scores:

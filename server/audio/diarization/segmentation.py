@@ -2,10 +2,9 @@
 
 First guess (before anyone's voice is known): at each boundary between windows, the cosine distance between the
 mean of the CONTEXT windows before it and of those after it; a peak above `change` splits the region, so the
-clustering sees single-speaker pieces. Final
-answer (once the speakers' centroids are known): each window is labelled with the speaker it resembles most, a
-switch between windows costing `switch`, by Viterbi over the region; averages of many windows tell voices apart
-far better than two windows do.
+clustering sees single-speaker pieces. Final answer (once the speakers' centroids are known): each window is
+labelled with the speaker it resembles most, a switch between windows costing `switch`, by Viterbi over the
+region; averages of many windows tell voices apart far better than two windows do.
 """
 
 import numpy as np
