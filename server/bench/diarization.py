@@ -127,11 +127,12 @@ def table(results: dict) -> str:
         lines.append(f"\n{name}: anonymous mean {_mean(rows, 'anonymous'):.1%} (lowest {_low(rows, 'anonymous'):.1%}), "
                      f"known speakers mean {_mean(rows, 'known'):.1%} (lowest {_low(rows, 'known'):.1%})")
     cost = results["cost"]
-    lines.append(f"\n{cost['minutes']:g} min conversation ({cost['speech_s']} s of speech): diarization "
-                 f"{cost['diarization_s']} s (its VAD {cost['vad_s']} s), accuracy {cost['accuracy']:.1%}")
+    line = (f"\n{cost['minutes']:g} min conversation ({cost['speech_s']} s of speech): diarization "
+            f"{cost['diarization_s']} s (its VAD {cost['vad_s']} s), accuracy {cost['accuracy']:.1%}")
     if "transcription_s" in cost:
-        lines.append(f"; transcription {cost['transcription_s']} s: diarization is {cost['added']:.0%} of it, "
-                     f"{cost['added_beyond_vad']:.0%} beyond the VAD both run")
+        line += (f"; transcription {cost['transcription_s']} s: diarization is {cost['added']:.0%} of it, "
+                 f"{cost['added_beyond_vad']:.0%} beyond the VAD both run")
+    lines.append(line)
     return "\n".join(lines) + "\n"
 
 
