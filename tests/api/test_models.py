@@ -24,7 +24,7 @@ async def test_an_unknown_model_is_404_in_openai_shape(client, http):
     with pytest.raises(openai.NotFoundError) as caught:
         await client.models.retrieve("gpt-4o")
     assert caught.value.body == {"message": "the model 'gpt-4o' does not exist; GET /v1/models lists what this server "
-                                            "serves", "type": "not_found_error", "param": "model",
+                                            "serves", "type": "invalid_request_error", "param": "model",
                                  "code": "model_not_found"}
     raw = await http.get("/v1/models/no/such/model")
     assert raw.status_code == 404 and raw.json()["error"]["code"] == "model_not_found"
