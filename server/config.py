@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     remote_audio_timeout_s: float = Field(10.0, gt=0)
     """Time limit for fetching one audio_url."""
     max_queue: int = Field(256, ge=1)
-    """Requests that may wait for a batch slot; past it new requests get 429 with Retry-After."""
+    """Requests that may wait for a batch slot; past it new requests get 503 (server_is_overloaded) with Retry-After."""
     request_timeout_s: float = Field(600.0, ge=0)
     """A request still unfinished after this many seconds is stopped and answered 504 (0: no limit)."""
     shutdown_grace_s: float = Field(30.0, ge=0)
