@@ -10,7 +10,7 @@ __all__ = ["APIError", "bad_request", "error_body", "service_unavailable"]
 _TYPES = {
     400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
     405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
-    503: "service_unavailable_error", 504: "server_error",
+    503: "service_unavailable_error",
 }
 
 

@@ -143,3 +143,16 @@ def test_stored_json_is_what_was_put():
     stored = json.loads(body("a", "hé"))
     assert stored == {"response": {"id": "a", "text": "hé"}, "input_items": [],
                       "history": [{"role": "user", "content": "hé"}]}
+
+
+@requires_redis
+async def test_tls_with_rediss_and_a_password(tmp_path):
+    server = RedisServer(tmp_path, password="s3cret-pass", tls=True).start()
+    try:
+        store = open_store(server.url, StoreBounds(10, 1 << 20, 0))
+        assert server.url.startswith("rediss://") and await store.problem() is None
+        await store.put(ALICE, "a", body("a"))
+        assert await kept(store, "a") == ["a"] and await store.get(BOB, "a") is None
+        await store.close()
+    finally:
+        server.stop()
