@@ -4,12 +4,12 @@ on it, driven in-process by the real OpenAI SDK over httpx's ASGI transport (hel
 import httpx
 import pytest
 import pytest_asyncio
-from openai import AsyncOpenAI
 
 from server.app import create_app
 from server.config import Settings
 from server.tiny_model import write_tiny_model
-from tests.support.app import MODEL
+from tests.support.app import MODEL, sdk
+from tests.support.redis_server import RedisServer, have_redis
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +45,8 @@ async def http(app):
 
 
 @pytest.fixture(scope="session")
-def client(http) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url="http://test/v1", api_key="not-needed", http_client=http, max_retries=0)
+def client(http):
+    return sdk(http)
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +67,13 @@ def reference(tiny_model_dir):
         return processor.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False), len(new)
 
     return generate
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server for the session, on a free port (tests that share it flush the database they use)."""
+    if not have_redis():
+        pytest.skip("redis-server is not installed (scripts/system-deps installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()

@@ -35,6 +35,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and message == "Not Found":  # no such route: in OpenAI's words
+            message = f"Invalid URL ({request.method} {request.url.path})"
         headers = exc.headers
         if exc.status_code == 405:  # Starlette's Allow names the methods of one route; the path may have several
             headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}

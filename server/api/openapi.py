@@ -27,15 +27,17 @@ from server.protocol.errors import ErrorResponse
 from server.protocol.responses import InputItemList, Response, ResponseDeleted, ResponseStreamEvent
 
 # the error statuses each operation answers, besides its success
-_GENERATION = (400, 401, 404, 413, 415, 429, 500, 503, 504)  # the routes that run the model
+_GENERATION = (400, 401, 404, 413, 500, 503, 504)  # the routes that run the model
+_AUDIO = (400, 401, 413, 500, 503, 504)  # an unknown model is a 400 on the audio routes, as OpenAI answers it
+_STORED = (401, 404, 503)  # a stored response: gone, someone else's, or its store is down
 ERRORS: dict[str, tuple[int, ...]] = {
-    "POST /v1/audio/transcriptions": _GENERATION,
-    "POST /v1/audio/translations": _GENERATION,
+    "POST /v1/audio/transcriptions": _AUDIO,
+    "POST /v1/audio/translations": _AUDIO,
     "POST /v1/chat/completions": _GENERATION,
     "POST /v1/responses": _GENERATION,
-    "GET /v1/responses/{response_id}": (401, 404),
-    "DELETE /v1/responses/{response_id}": (401, 404),
-    "GET /v1/responses/{response_id}/input_items": (400, 401, 404),
+    "GET /v1/responses/{response_id}": _STORED,
+    "DELETE /v1/responses/{response_id}": _STORED,
+    "GET /v1/responses/{response_id}/input_items": (400, *_STORED),
     "GET /v1/models": (401,),
     "GET /v1/models/{model}": (401, 404),
     "GET /health": (),
@@ -44,21 +46,21 @@ ERRORS: dict[str, tuple[int, ...]] = {
 }
 
 _MEANINGS = {
-    400: "The request is invalid: a field (`error.param` names it), its audio, or a limit such as the context "
-         "length (code `context_length_exceeded`).",
+    400: "The request is invalid: a field (`error.param` names it), audio that cannot be decoded (code "
+         "`invalid_audio`), a model this server does not serve on the audio routes (code `model_not_found`), or a "
+         "limit such as the context length (code `context_length_exceeded`).",
     401: "No API key, or a wrong one (only on a server started with `--api-key`; `/metrics` only with "
          "`--metrics-require-key` as well).",
-    404: "The model is not served here (code `model_not_found`), or the stored response does not exist (code "
-         "`response_not_found`).",
+    404: "The model is not served here (code `model_not_found`), or the stored response does not exist or belongs "
+         "to another key (code `response_not_found`).",
     413: "The body is larger than `--max-upload-mb` (uploads) or `--max-json-mb` (JSON), or fetched audio larger "
          "than its limit.",
-    415: "The audio cannot be decoded (code `invalid_audio`).",
-    429: "The queue is full (`--max-queue`); `Retry-After` says when to try again.",
     500: "The model failed on this request (code `engine_error`); the server goes on with the others.",
-    503: "The model is not ready, or its engine has stopped.",
+    503: "The queue is full (code `server_is_overloaded`, with `Retry-After`), the model is not ready or its engine "
+         "has stopped, or the response store is unreachable.",
     504: "The request did not finish within `--request-timeout-s`.",
 }
-_HEADERS = {429: {"Retry-After": {"description": "Seconds to wait before trying again.",
+_HEADERS = {503: {"Retry-After": {"description": "Seconds to wait before trying again (a full queue).",
                                   "schema": {"type": "integer", "minimum": 1}}}}
 
 REF = "#/components/schemas/{model}"

@@ -26,11 +26,7 @@ def run_long_audio(model_dir: str, minutes: list[float], output_tokens: int, dev
         samples, utterances = speech_track(length * 60, seed=int(length))
         audio = flac(samples)
         del samples
-        port = free_port()
-        command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
-                   "--port", str(port), "--device", device, "--dtype", dtype, "--log-level", "warning",
-                   "--max-upload-mb", str(max(64, len(audio) * 2 // 2**20))]
-        with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / f"long-audio-{length:g}min.log") as server:
+        with upload_server(model_dir, device, dtype, len(audio), out / f"long-audio-{length:g}min.log") as server:
             time.sleep(1.0)  # a memory sample of the idle server
             idle = server.peak_rss
             logger.info("long audio: %g min (%.1f MB of FLAC)", length, len(audio) / 1e6)
@@ -50,6 +46,15 @@ def run_long_audio(model_dir: str, minutes: list[float], output_tokens: int, dev
         (out / "long_audio.json").write_text(json.dumps(rows, indent=2))  # after every length, kept if stopped later
         (out / "long_audio.md").write_text(table(rows))
     return rows
+
+
+def upload_server(model_dir: str, device: str, dtype: str, upload_bytes: int, log: Path) -> ServerProcess:
+    """A fresh server on a free port that takes an upload of `upload_bytes` (start it with `with`)."""
+    port = free_port()
+    command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
+               "--port", str(port), "--device", device, "--dtype", dtype, "--log-level", "warning",
+               "--max-upload-mb", str(max(64, upload_bytes * 2 // 2**20))]
+    return ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", log)
 
 
 def table(rows: list[dict]) -> str:

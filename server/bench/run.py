@@ -55,6 +55,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", metavar="SESSIONS",
                    help="instead: live transcription sessions at once over /v1/realtime, e.g. 1,4,8, each streaming "
                         "--clip-seconds (default 30) of speech at real-time pace (realtime.json, realtime.md)")
+    p.add_argument("--diarization", action="store_true",
+                   help="instead: speaker diarization's accuracy on synthetic conversations (anonymous and with known "
+                        "speakers) and its cost on one --diarization-minutes file against transcribing it "
+                        "(diarization.json, diarization.md; needs espeak-ng)")
+    p.add_argument("--diarization-minutes", type=float, default=10.0, help="with --diarization: the cost file's length")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --diarization: only sweep its thresholds on the calibration voices (calibration.md)")
     p.add_argument("--quantize-audio-encoder", action="store_true",
                    help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
     return p
@@ -64,6 +71,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
+    if args.diarization:
+        return _diarization(args)
     model_dir = args.model or str(_preset_model(args.preset, args.layout))
     if args.memory:
         from server.bench.memory import run_memory
@@ -120,6 +129,22 @@ def main(argv: list[str]) -> int:
     summary = write(out, meta, results)
     print((out / "bench.md").read_text())
     return 0 if summary["results"] else 1
+
+
+def _diarization(args) -> int:
+    from server.bench.diarization import new_diarizer, run_diarization
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.calibrate:
+        from server.bench.calibration import calibrate, table
+
+        (out / "calibration.md").write_text(report := table(calibrate(new_diarizer())))
+        print(report)
+        return 0
+    model_dir = args.model or str(_preset_model(args.preset, args.layout))
+    print(run_diarization(model_dir, args.diarization_minutes, args.output_tokens, args.device, args.dtype, out))
+    return 0
 
 
 def _recipe(model_dir: str, requests, args) -> dict:

@@ -36,9 +36,12 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None or bool(folder and any(Path(folder).glob("*.wav")))
 
 
-def speak(text: str, voice: str = "en-us", words_per_minute: int = 165) -> np.ndarray:
-    """16 kHz mono float32 speech, trimmed of the synthesizer's own leading and trailing silence."""
-    samples = decode_audio(_espeak(["-v", voice, "-s", str(words_per_minute), "--stdout", text]))
+def speak(text: str, voice: str = "en-us", words_per_minute: int = 165, pitch: int | None = None) -> np.ndarray:
+    """16 kHz mono float32 speech, trimmed of the synthesizer's own leading and trailing silence.
+
+    `voice` is an espeak-ng voice, optionally with a variant (`en-us+f3`); `pitch` (0-99) replaces its base pitch."""
+    pitched = ["-p", str(pitch)] if pitch is not None else []
+    samples = decode_audio(_espeak(["-v", voice, "-s", str(words_per_minute), *pitched, "--stdout", text]))
     loud = np.flatnonzero(np.abs(samples) > 1e-3)
     return samples[loud[0] : loud[-1] + 1]
 

@@ -49,9 +49,13 @@ class TranscriptionRequest(OpenAIRequest):
             raise ValueError("timestamp_granularities: requires response_format=verbose_json")
         if self.include and self.response_format != "json":
             raise ValueError("include: logprobs requires response_format=json")
-        if self.stream and self.response_format not in ("json", "text"):
-            raise ValueError("stream: streaming returns text events; use response_format json or text")
         return self
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the answer goes out as events: stream=true with json or text. OpenAI ignores `stream` for a
+        format it cannot stream (LiteLLM sends it with verbose_json), so those are answered whole."""
+        return self.stream and self.response_format in ("json", "text")
 
 
 class InputTokenDetails(BaseModel):

@@ -85,7 +85,7 @@ class TranscriptionServing(Endpoint):
             raise
         transcribed = self._transcribed(first, submitted, lambda: FrameStripper(answer_language(request, task),
                                                                                request.prompt))
-        if request.stream:
+        if request.streamed:
             return EventStream(self._events(transcribed, upload, task))
         clips: list[TranscribedClip] = []
         try:

@@ -228,10 +228,11 @@ async def test_an_idle_engine_gives_freed_heap_memory_back(engine, runner):
     real = engine._heap.trim
     engine._heap.trim = lambda: (real(), trims.append(1))
     await run_to_end(engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=5, temperature=0)))
-    assert await eventually(lambda: trims, timeout=30)  # once idle for IDLE_TRIM_S after the work
+    during = len(trims)  # on a loaded machine steps are slow enough for a trim to fall due between them
+    assert await eventually(lambda: len(trims) > during, timeout=30)  # once idle for IDLE_TRIM_S after the work
     assert not engine._heap.dirty
     await asyncio.sleep(1.5)
-    assert len(trims) == 1  # and only once: nothing was freed since
+    assert len(trims) == during + 1  # and only once: nothing was freed since
 
 
 async def test_the_shared_prompt_head_is_computed_once_and_changes_no_token(model, runner, monkeypatch):

@@ -4,7 +4,6 @@ app for a loaded model, and reading its /metrics. (The shared app on the tiny mo
 from contextlib import asynccontextmanager
 
 import httpx
-from openai import AsyncOpenAI
 
 from server.app import create_app
 from server.config import Settings
@@ -19,6 +18,13 @@ async def metric(http: httpx.AsyncClient, name: str) -> float:
                if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
+def sdk(http: httpx.AsyncClient):
+    """The OpenAI SDK over `http` (openai imported here: tests/gpu loads this module on a GPU image without it)."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(base_url=str(http.base_url).rstrip("/") + "/v1", api_key="-", http_client=http, max_retries=0)
+
+
 @asynccontextmanager
 async def sdk_for(model_dir: str, model, **settings):
     """A fresh app serving the loaded `model` (from `model_dir`), and the OpenAI SDK and httpx clients for it."""
@@ -26,4 +32,4 @@ async def sdk_for(model_dir: str, model, **settings):
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=120) as http:
-            yield AsyncOpenAI(base_url="http://test/v1", api_key="-", http_client=http, max_retries=0), http
+            yield sdk(http), http
