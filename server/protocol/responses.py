@@ -86,7 +86,9 @@ class ResponsesRequest(OpenAIRequest):
     max_output_tokens: json_int(ge=1) | None = None
     metadata: dict[str, str] | None = None
     parallel_tool_calls: StrictBool | None = None
-    previous_response_id: str | None = None
+    previous_response_id: str | None = Field(
+        None, description="A response this API key stored (store=true) and that is still kept; any other id is a 400 "
+                          "with code previous_response_not_found.")
     store: StrictBool = True
     stream: StrictBool = False
     temperature: JSONFloat | None = Field(None, ge=0.0, le=2.0)

@@ -21,14 +21,15 @@ _MAX_LENGTH = 16
 
 # what a schema-valid request may still be refused for (a 400): rules about content or about several fields at
 # once, which the document states in the descriptions of its fields; by `error.code`, or by words of its message
-_CONTENT_CODES = {"invalid_audio", "audio_too_short", "unsupported_url", "url_not_allowed", "context_length_exceeded"}
+_CONTENT_CODES = {"invalid_audio", "audio_too_short", "unsupported_url", "url_not_allowed", "context_length_exceeded",
+                  "previous_response_not_found"}  # an id that names no stored response of this key
 _CONTENT_RULES = (
     "at least one user message", "in user messages only", "could not build the prompt",  # the conversation
     "needs file_data",  # a file part without its data (this server keeps no uploaded files)
     "cannot be enforced while decoding",  # a JSON schema the grammar engine cannot compile
     "samples a request on this server",  # n past the batch size this server runs
     "unknown language",  # language codes
-    "requires logprobs=true", "requires response_format", "logprobs requires", "streaming returns text events",
+    "requires logprobs=true", "requires response_format", "logprobs requires",
 )
 
 
