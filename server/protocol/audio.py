@@ -1,10 +1,10 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: the form's fields and every response format's body."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, WithJsonSchema, model_validator
 
-from server.protocol import OpenAIRequest
+from server.protocol import FormBool, JSONFloat, OpenAIRequest, json_int
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 
@@ -13,9 +13,12 @@ class ServerVad(OpenAIRequest):
     """`chunking_strategy` with explicit voice-activity settings: one clip (and segment) per utterance."""
 
     type: Literal["server_vad"]
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=10_000)
-    silence_duration_ms: int = Field(200, ge=0, le=10_000)
+    threshold: JSONFloat = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: json_int(ge=0, le=10_000) = 300
+    silence_duration_ms: json_int(ge=0, le=10_000) = 200
+
+
+_SEGMENT_ONLY = WithJsonSchema({"type": "string", "const": "segment"})  # no word timestamps: the validator says why
 
 
 class TranscriptionRequest(OpenAIRequest):
@@ -26,8 +29,9 @@ class TranscriptionRequest(OpenAIRequest):
     prompt: str | None = None
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
-    stream: bool = False
+    timestamp_granularities: list[Annotated[Literal["segment", "word"], _SEGMENT_ONLY]] = Field(
+        default_factory=list, description="Needs response_format verbose_json.")
+    stream: FormBool = False
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     chunking_strategy: Literal["auto"] | ServerVad | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
@@ -35,7 +39,7 @@ class TranscriptionRequest(OpenAIRequest):
     target_language: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     min_tokens: int = Field(0, ge=0)
-    ignore_eos: bool = False
+    ignore_eos: FormBool = False
 
     @model_validator(mode="after")
     def _supported(self) -> "TranscriptionRequest":
@@ -106,3 +110,18 @@ class VerboseTranscription(BaseModel):
     text: str
     segments: list[Segment]
     usage: DurationUsage
+
+
+class TranscriptTextDelta(BaseModel):
+    """A streamed transcription's text as it comes (`stream=true`)."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextDone(BaseModel):
+    """The last event of a streamed transcription: the whole text and its usage."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: TranscriptionUsage

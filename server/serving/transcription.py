@@ -24,7 +24,7 @@ from server.engine.interface import ModelInfo
 from server.engine.request import EngineError
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
-from server.protocol.audio import ServerVad, TranscriptionRequest
+from server.protocol.audio import ServerVad, TranscriptionRequest, TranscriptTextDelta, TranscriptTextDone
 from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
 from server.serving.framing import FrameStripper
@@ -140,7 +140,7 @@ class TranscriptionServing(Endpoint):
                         clips.append(item)
                     else:
                         text += item
-                        yield sse({"type": "transcript.text.delta", "delta": item})
+                        yield sse(TranscriptTextDelta(delta=item).model_dump())
         except TimeoutError:
             yield sse_error(timed_out(self.timeout_s))
             return
@@ -149,7 +149,7 @@ class TranscriptionServing(Endpoint):
             return
         self.metrics.audio_seconds.labels(task).inc(upload.seconds)
         usage = formats.transcription_usage(clips)
-        yield sse({"type": "transcript.text.done", "text": text, "usage": usage.model_dump()})
+        yield sse(TranscriptTextDone(text=text, usage=usage).model_dump())
         yield sse("[DONE]")
 
     async def _submitted(self, request: TranscriptionRequest, task: Task,
