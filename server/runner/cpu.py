@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 THREADS_AT_START = torch.get_num_threads()
 KERNEL_REPS = 7  # timed calls of each kernel per shape (after a warm-up), taken in turn; the fastest counts
 PREFILL_ROWS = 256  # a prompt's positions: the shape a prefill gives the layers' linears
+MEASUREMENT = 1  # part of the kept settings' key: a change to how they are measured invalidates the old ones
 
 
 class OneDnnLinear(torch.nn.Module):
@@ -149,4 +150,4 @@ def settings_key(config, dtype: torch.dtype, quantization: str | None, cores: in
                      text.num_key_value_heads, text.vocab_size],
             "audio": [audio.d_model, audio.encoder_layers, audio.encoder_ffn_dim],
             "dtype": str(dtype), "quantization": quantization, "cpu": cpu_name(), "cores": cores,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "method": MEASUREMENT}

@@ -11,8 +11,8 @@ Shapes: the prefill (threads for the encoder and the prompt, timed per computed 
 decode step (1, 2, 4, 8, 16, 32; more rows take 32's): the layers, and the vocabulary part (the output projection
 and sampling over its logits). Until a shape has settled, its runs take the candidate counts in turn (a decode
 bucket tunes its layers first, its vocabulary part once the layers have settled); the first run of each candidate
-is a warm-up, a candidate DROP_OUT times slower than the best after WARMUP + 2 runs of each drops out (so a poor
-one costs few steps), and after SAMPLES timed runs of each the fastest median wins. A count within TIE of the
+is a warm-up; after WARMUP + 2 runs of each, a candidate whose fastest run is DROP_OUT times slower than the best
+median drops out (so a poor one costs few steps), and after SAMPLES timed runs of each the fastest median wins. A count within TIE of the
 fastest with fewer threads wins instead: fewer threads leave more room for the rest of the server. Medians, not
 minima: the count that is fastest while the rest of the server runs beside it is the one wanted.
 
@@ -75,9 +75,9 @@ class ThreadChoice:
         self.runs[threads].append(seconds)
         self._turn += 1
         done = min(len(self.runs[c]) for c in self.live) - WARMUP
-        if done >= 2 and len(self.live) > 1:
+        if done >= 2 and len(self.live) > 1:  # noise only adds time: a count drops out on its fastest run
             best = min(self.median(c) for c in self.live)
-            self.live = [c for c in self.live if self.median(c) <= DROP_OUT * best]
+            self.live = [c for c in self.live if min(self.runs[c][WARMUP:]) <= DROP_OUT * best]
         if done >= SAMPLES or len(self.live) == 1 and done >= 2:
             fastest = min(self.median(c) for c in self.live)
             self.chosen = min(c for c in self.live if self.median(c) <= (1 + TIE) * fastest)

@@ -10,7 +10,7 @@ nothing to time.
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -62,8 +62,9 @@ class StepThreads:
     what this start chose."""
 
     def __init__(self, device: torch.device, cores: int, settings: SettingsFile | None = None,
-                 fixed: int | None = None) -> None:
+                 fixed: int | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
         self.enabled = device.type == "cpu"
+        self.clock = clock
         self._settings = settings if settings is not None else SettingsFile(None, {})
         self._settings.values["threads"] = {}
         candidates = (fixed,) if fixed else thread_candidates(cores)
@@ -85,9 +86,9 @@ class StepThreads:
         self.interrupt()
         choice = self.choices["prefill"]
         threads = _set_threads(choice.threads())
-        started = time.perf_counter()
+        started = self.clock()
         yield
-        self.record("prefill", threads, (time.perf_counter() - started) / max(1, tokens))
+        self.record("prefill", threads, (self.clock() - started) / max(1, tokens))
 
     def decode(self, rows: int) -> "DecodeStep":
         return DecodeStep(self, row_bucket(rows)) if self.enabled else _INERT
@@ -112,7 +113,7 @@ class DecodeStep:
 
     def __init__(self, threads: StepThreads, bucket: int) -> None:
         self._threads, self.bucket = threads, bucket
-        self._started = time.perf_counter()
+        self._started = threads.clock()
         self._seconds: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         # the layers settle first; meanwhile the vocabulary part runs on all cores and is not measured
@@ -121,9 +122,9 @@ class DecodeStep:
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
         self._counts[name] = _set_threads(self._count(name))
-        started = time.perf_counter()
+        started = self._threads.clock()
         yield
-        self._seconds[name] = time.perf_counter() - started
+        self._seconds[name] = self._threads.clock() - started
 
     def done(self) -> None:
         layers, vocabulary = f"layers@{self.bucket}", f"vocabulary@{self.bucket}"
