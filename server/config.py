@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     kv_cache_tokens: int = Field(0, ge=0)
     """KV-cache budget in tokens the scheduler fills (0: what --memory-utilization leaves after the weights and activations)."""
     cpu_threads: int = Field(0, ge=0, le=4096)
-    """On a CPU, torch's threads for every part of every step. 0: each part (prefill, a decode step's layers and its output projection, per batch size) measured over the first steps and kept in ~/.cache/qwen2-audio-server/step-settings/ for the next start (README, Benchmark)."""
+    """On a CPU, torch's threads for every part of every step. 0: each part (the prefill; a decode step's layers and its output projection, per batch size) takes the count measured fastest over the server's first steps, logged as it settles (README, Benchmark)."""
     default_max_tokens: int = Field(1024, ge=1)
     """Output-token limit of a request that sets none."""
     max_upload_mb: float = Field(1024.0, gt=0)

@@ -158,6 +158,9 @@ def _ours(model_dir: str, requests, levels: list[int], args, out: Path, graphs: 
     name = "qwen2-audio-server" + (" (--no-enforce-eager)" if graphs else "")
     rows = []
     with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / f"server{'-graphs' if graphs else ''}.log") as server:
+        for level in levels:  # untimed: on a CPU the server measures its step settings over its first steps of
+            # each batch size (as the recipe gets a warm-up call)
+            asyncio.run(run_load(server.base_url, "bench", requests[:level], args.output_tokens, level, "ours"))
         for level in levels:
             logger.info("qwen2-audio-server: %d requests at concurrency %d", len(requests), level)
             run = asyncio.run(run_load(server.base_url, "bench", requests, args.output_tokens, level, "ours"))

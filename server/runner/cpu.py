@@ -30,9 +30,9 @@ logger = logging.getLogger(__name__)
 
 # torch's own choice (physical cores, or OMP_NUM_THREADS), read before any runner changes it
 THREADS_AT_START = torch.get_num_threads()
-KERNEL_REPS = 7  # timed calls of each kernel per shape (after a warm-up), taken in turn; the fastest counts
+KERNEL_REPS = 5  # timed calls of each kernel per shape (after a warm-up), taken in turn; the fastest counts
 PREFILL_ROWS = 256  # a prompt's positions: the shape a prefill gives the layers' linears
-MEASUREMENT = 1  # part of the kept settings' key: a change to how they are measured invalidates the old ones
+MEASUREMENT = 2  # part of the kept settings' key: a change to how they are measured invalidates the old ones
 
 
 class OneDnnLinear(torch.nn.Module):
@@ -97,15 +97,22 @@ def kernel_ratios(groups: dict[str, tuple[Kernel, Kernel, tuple[int, ...]]], rep
 
 @torch.inference_mode()
 def measure_packing(model, decode_rows: int) -> dict[str, float]:
-    """kernel_ratios of this model, at the current threads: "layers" is its largest linear layer of the language
-    model (1 and `decode_rows` rows, and a prefill's PREFILL_ROWS), "projection" its lm_head (1 and `decode_rows`
-    rows; a prefill projects one row per prompt). A tied lm_head is never packed, so it is not measured."""
+    """kernel_ratios of this model: "layers" is its largest linear layer of the language model (1 and `decode_rows`
+    rows, and a prefill's PREFILL_ROWS), "projection" its lm_head (1 and `decode_rows` rows; a prefill projects one
+    row per prompt). A tied lm_head is never packed, so it is not measured. On one thread: what is compared is the
+    kernels, not how their threads wait for each other on a busy machine (one that waits for a core another
+    process holds costs a scheduler slice, milliseconds), which the thread counts then settle part by part."""
     body = max((m for m in model.model.language_model.modules() if type(m) is torch.nn.Linear),
                key=lambda m: m.weight.numel())
     groups = {"layers": _kernels(body, (1, decode_rows, PREFILL_ROWS))}
     if model.lm_head.weight is not model.get_input_embeddings().weight:
         groups["projection"] = _kernels(model.lm_head, (1, decode_rows))
-    return kernel_ratios(groups)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return kernel_ratios(groups)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _kernels(linear: torch.nn.Linear, shapes: tuple[int, ...]) -> tuple[Kernel, Kernel, tuple[int, ...]]:
@@ -126,7 +133,6 @@ def prepare_cpu(model, dtype: torch.dtype, quantization: str | None, max_batch_s
     cores = cpu_threads or THREADS_AT_START
     settings = SettingsFile(settings_dir, settings_key(model.config, dtype, quantization, cores))
     if can_pack(torch.device("cpu"), dtype, quantization is not None):
-        torch.set_num_threads(cores)
         ratios = settings.values.get("packed_over_plain")
         kept = ratios is not None
         if not kept:

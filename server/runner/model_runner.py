@@ -22,6 +22,8 @@ from server.runner.sampler import BatchSampler
 from server.runner.static_decode import StaticDecoder, row_bucket
 from server.runner.step_threads import DecodeStep, StepSplit, StepThreads
 
+PROBE_TUNING_S = 10.0  # most of its start-up the warm-up spends measuring step settings (the rest settle online)
+
 
 class Qwen2AudioRunner:
     def __init__(self, model, device: torch.device, dtype: torch.dtype, pad_token_id: int,
@@ -90,11 +92,21 @@ class Qwen2AudioRunner:
         self.kv_tokens = self._batch.kv_tokens if self._batch is not None else 0
 
     def run_probe(self, prompt: Prompt) -> None:
+        """A short request through a prefill and a decode step (the engine's warm-up, and its check that the model
+        still works). On a CPU, while the thread counts of the prefill and of one-row decode steps are still being
+        measured, it runs them again (for up to PROBE_TUNING_S), so the first requests find them settled."""
         probe_input = PrefillInput(-1, prompt, SamplingParams(max_tokens=2, temperature=0.0))
+        deadline = time.perf_counter() + PROBE_TUNING_S
         with _out_of_memory_reported():
-            with self._threads.prefill(_tokens([probe_input])):
-                probe, _ = self._prefill([probe_input])
-            self._decode(probe, self._threads.decode(1))
+            while True:
+                with self._threads.prefill(_tokens([probe_input])):
+                    probe, _ = self._prefill([probe_input])
+                if not self._threads.measuring("prefill") or time.perf_counter() > deadline:
+                    break
+            while True:
+                self._decode(probe, self._threads.decode(1))
+                if not self._threads.measuring("layers@1", "vocabulary@1") or time.perf_counter() > deadline:
+                    break
 
     def peak_memory_bytes(self) -> int:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0

@@ -73,6 +73,10 @@ class StepThreads:
         self.choices = {shape: ThreadChoice(candidates) for shape in shapes}
         self.split: StepSplit | None = None
 
+    def measuring(self, *shapes: str) -> bool:
+        """Whether any of these shapes ("prefill", "layers@1", ...) is still being measured."""
+        return self.enabled and any(not self.choices[shape].settled for shape in shapes)
+
     def chosen(self) -> dict[str, int]:
         """Every settled shape's count, by shape name ("prefill", "layers@1", "vocabulary@16", ...)."""
         return {shape: choice.chosen for shape, choice in self.choices.items() if choice.settled}
