@@ -50,7 +50,8 @@ def settings_text(settings: dict) -> str:
                                        f"packed/plain time {packing}" if packing else "") if part)
 
 
-def _order(item: tuple[str, int]) -> tuple[str, int]:
+def _order(item: tuple[str, int]) -> tuple[int, str, int]:
+    """The prefill first, then the layers by rows, then the vocabulary part by rows."""
     shape, _ = item
     part, _, rows = shape.partition("@")
-    return part, int(rows or 0)
+    return part != "prefill", part, int(rows or 0)

@@ -161,6 +161,7 @@ def _ours(model_dir: str, requests, levels: list[int], args, out: Path, graphs: 
         for level in levels:  # untimed: on a CPU the server measures its step settings over its first steps of
             # each batch size (as the recipe gets a warm-up call)
             asyncio.run(run_load(server.base_url, "bench", requests[:level], args.output_tokens, level, "ours"))
+        server.peak_rss = 0  # the timed levels' peaks, as before the warm-up
         for level in levels:
             logger.info("qwen2-audio-server: %d requests at concurrency %d", len(requests), level)
             run = asyncio.run(run_load(server.base_url, "bench", requests, args.output_tokens, level, "ours"))

@@ -99,24 +99,29 @@ def kernel_ratios(groups: dict[str, tuple[Kernel, Kernel, tuple[int, ...]]], rep
 def measure_packing(model, decode_rows: int) -> dict[str, float]:
     """kernel_ratios of this model: "layers" is its largest linear layer of the language model (1 and `decode_rows`
     rows, and a prefill's PREFILL_ROWS), "projection" its lm_head (1 and `decode_rows` rows; a prefill projects one
-    row per prompt). A tied lm_head is never packed, so it is not measured. On one thread: what is compared is the
+    row per prompt), which is left packed when packing wins. A tied lm_head is never packed, so it is not measured. On one thread: what is compared is the
     kernels, not how their threads wait for each other on a busy machine (one that waits for a core another
     process holds costs a scheduler slice, milliseconds), which the thread counts then settle part by part."""
     body = max((m for m in model.model.language_model.modules() if type(m) is torch.nn.Linear),
                key=lambda m: m.weight.numel())
-    groups = {"layers": _kernels(body, (1, decode_rows, PREFILL_ROWS))}
+    groups = {"layers": _kernels(body, OneDnnLinear(body), (1, decode_rows, PREFILL_ROWS))}
+    projection = None
     if model.lm_head.weight is not model.get_input_embeddings().weight:
-        groups["projection"] = _kernels(model.lm_head, (1, decode_rows))
+        projection = OneDnnLinear(model.lm_head)  # kept if it wins: the 7B's is 2.5 GB, not to be made twice
+        groups["projection"] = _kernels(model.lm_head, projection, (1, decode_rows))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return kernel_ratios(groups)
+        ratios = kernel_ratios(groups)
     finally:
         torch.set_num_threads(threads)
+    if projection is not None and ratios["projection"] <= 1.0:
+        model.lm_head = projection
+    return ratios
 
 
-def _kernels(linear: torch.nn.Linear, shapes: tuple[int, ...]) -> tuple[Kernel, Kernel, tuple[int, ...]]:
-    packed = OneDnnLinear(linear)  # a copy of this one layer's weight, for as long as the timing runs
+def _kernels(linear: torch.nn.Linear, packed: OneDnnLinear, shapes: tuple[int, ...]) -> tuple[Kernel, Kernel,
+                                                                                               tuple[int, ...]]:
     inputs = {rows: torch.randn(rows, linear.in_features, dtype=linear.weight.dtype) for rows in set(shapes)}
     return (lambda rows: linear(inputs[rows])), (lambda rows: packed(inputs[rows])), tuple(dict.fromkeys(shapes))
 
@@ -137,8 +142,9 @@ def prepare_cpu(model, dtype: torch.dtype, quantization: str | None, max_batch_s
         kept = ratios is not None
         if not kept:
             ratios = settings.values["packed_over_plain"] = measure_packing(model, row_bucket(max_batch_size))
-        swapped = pack_linears(model, layers=ratios["layers"] <= 1.0, projection=ratios.get("projection", 2.0) <= 1.0)
-        logger.info("%d linear layers packed for oneDNN (packed time over plain, %s: %s)", swapped,
+        pack_linears(model, layers=ratios["layers"] <= 1.0, projection=ratios.get("projection", 2.0) <= 1.0)
+        packed = sum(type(m) is OneDnnLinear for m in model.modules())
+        logger.info("%d linear layers packed for oneDNN (packed time over plain, %s: %s)", packed,
                     f"kept in {settings.path}" if kept else "measured now",
                     ", ".join(f"{group} {ratio:.2f}x" for group, ratio in ratios.items()))
     threads = StepThreads(torch.device("cpu"), cores, settings, fixed=cpu_threads or None)

@@ -227,3 +227,28 @@ def test_thread_candidates_and_row_buckets():
     assert thread_candidates(16) == (1, 2, 4, 8, 15, 16) and thread_candidates(6) == (1, 2, 4, 5, 6)
     assert [row_bucket(r) for r in (1, 2, 3, 5, 8, 9, 16, 17, 32, 64)] == [1, 2, 4, 8, 8, 16, 16, 32, 32, 32]
     assert step_settings.cpu_name()
+
+
+def test_the_kernel_timings_are_kept_per_model_and_machine_and_packing_follows_them(tmp_path, monkeypatch):
+    from server.runner import cpu
+
+    config = preset_config(train_tokenizer(300), "tiny")
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    threads = cpu.prepare_cpu(model, torch.float32, None, 16, 0, tmp_path)
+    (kept,) = tmp_path.glob("*.json")
+    ratios = json.loads(kept.read_text())["settings"]["packed_over_plain"]
+    assert set(ratios) == {"layers", "projection"} and all(r > 0 for r in ratios.values())
+    assert (type(model.lm_head) is cpu.OneDnnLinear) == (ratios["projection"] <= 1.0)
+    assert threads.enabled and threads.chosen() == {}  # thread counts: measured over the steps to come
+    fixed = cpu.prepare_cpu(Qwen2AudioForConditionalGeneration(config).eval(), torch.float32, None, 16, 1, None)
+    assert set(fixed.chosen().values()) == {1}  # --cpu-threads 1: every part, nothing to measure
+
+    # the next start on this machine reads them back and measures nothing: here, as if only the projection won
+    saved = json.loads(kept.read_text())
+    saved["settings"]["packed_over_plain"] = {"layers": 1.3, "projection": 0.5}
+    kept.write_text(json.dumps(saved))
+    monkeypatch.setattr(cpu, "measure_packing", lambda *args: pytest.fail("measured again"))
+    again = Qwen2AudioForConditionalGeneration(config).eval()
+    cpu.prepare_cpu(again, torch.float32, None, 16, 0, tmp_path)
+    assert type(again.lm_head) is cpu.OneDnnLinear
+    assert not any(type(m) is cpu.OneDnnLinear for m in again.model.modules())
