@@ -43,7 +43,7 @@ def line(machine: dict, settings: dict | None = None) -> str:
 
 
 def settings_text(settings: dict) -> str:
-    """`threads prefill 2, layers@1 1, vocabulary@1 2, ...; packed/plain layers 0.62x, projection 0.57x`."""
+    """`threads prefill 2, layers@1 1, layers@16 2, projection@1 2, ...; packed/plain time layers 0.82x, ...`."""
     threads = ", ".join(f"{shape} {count}" for shape, count in sorted(settings.get("threads", {}).items(), key=_order))
     packing = ", ".join(f"{group} {ratio:.2f}x" for group, ratio in settings.get("packed_over_plain", {}).items())
     return "; ".join(part for part in (f"threads {threads}" if threads else "",
@@ -51,7 +51,7 @@ def settings_text(settings: dict) -> str:
 
 
 def _order(item: tuple[str, int]) -> tuple[int, str, int]:
-    """The prefill first, then the layers by rows, then the vocabulary part by rows."""
+    """The prefill first, then each part of a decode step by rows: layers, projection, sampling."""
     shape, _ = item
     part, _, rows = shape.partition("@")
-    return part != "prefill", part, int(rows or 0)
+    return ("prefill", "layers", "projection", "sampling").index(part), part, int(rows or 0)

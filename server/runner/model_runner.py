@@ -105,7 +105,7 @@ class Qwen2AudioRunner:
                     break
             while True:
                 self._decode(probe, self._threads.decode(1))
-                if not self._threads.measuring("layers@1", "vocabulary@1") or time.perf_counter() > deadline:
+                if not self._threads.measuring("layers@1", "projection@1", "sampling@1") or time.perf_counter() > deadline:
                     break
 
     def peak_memory_bytes(self) -> int:

@@ -8,13 +8,14 @@ memory, the model and what else runs beside the model (the event loop streaming 
 measured, not assumed: each shape settles on its own count from timings of the server's own steps.
 
 Shapes: the prefill (threads for the encoder and the prompt, timed per computed position), and per row bucket of a
-decode step (1, 2, 4, 8, 16, 32; more rows take 32's): the layers, and the vocabulary part (the output projection
-and sampling over its logits). Until a shape has settled, its runs take the candidate counts in turn (a decode
-bucket tunes its layers first, its vocabulary part once the layers have settled); the first run of each candidate
-is a warm-up; after WARMUP + 2 runs of each, a candidate whose fastest run is DROP_OUT times slower than the best
-median drops out (so a poor one costs few steps), and after SAMPLES timed runs of each the fastest median wins. A count within TIE of the
-fastest with fewer threads wins instead: fewer threads leave more room for the rest of the server. Medians, not
-minima: the count that is fastest while the rest of the server runs beside it is the one wanted.
+decode step (1, 2, 4, 8, 16, 32; more rows take 32's): its layers, its output projection and its sampling. Until a
+shape has settled, its runs take the candidate counts in turn; a decode step measures one part at a time (the
+layers first, then the projection, then sampling; the parts not yet measured run on every core). The first run of
+each candidate is a warm-up; after WARMUP + 2 runs of each, a candidate whose fastest run is DROP_OUT times slower
+than the best median drops out (so a poor one costs few steps), and after SAMPLES timed runs of each the fastest
+median wins. A count within TIE of the fastest with fewer threads wins instead: fewer threads leave more room for
+the rest of the server. Medians, not minima: the count that is fastest while the rest of the server runs beside
+it is the one wanted.
 
 This file also keeps what the CPU path measures (SettingsFile): a JSON file per model shape, CPU model, core count
 and torch version, under the user's cache folder.

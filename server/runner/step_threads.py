@@ -1,11 +1,10 @@
-"""torch's CPU threads for each part of a step, as step_settings measures and keeps them; and, when asked, where
-each decode step's time goes.
+"""torch's CPU threads for each part of a step, as step_settings measures them; and, when asked, where each
+decode step's time goes.
 
 The model runner wraps a prefill in `prefill(tokens)`, and each part of a decode step in `decode(rows).part(name)`:
-"layers" (the language model), then "projection" and "sampling", the step's vocabulary part, which share one
-count. Each part runs at its shape's count and is timed; the timings of a step that ends (`done()`) settle the
-shapes' choices, and a settled choice is logged and kept. On a GPU the threads only launch kernels: nothing to set,
-nothing to time.
+"layers" (the language model), "projection" (the output projection) and "sampling". Each part runs at its shape's
+count and is timed; the timings of a step that ends (`done()`) settle the shapes' choices, and a settled choice is
+logged and recorded. On a GPU the threads only launch kernels: nothing to set, nothing to time.
 """
 
 import logging
@@ -69,7 +68,7 @@ class StepThreads:
         self._settings.values["threads"] = {}
         candidates = (fixed,) if fixed else thread_candidates(cores)
         self.most = max(candidates)
-        shapes = ["prefill", *(f"{part}@{b}" for part in ("layers", "vocabulary") for b in ROW_BUCKETS)]
+        shapes = ["prefill", *(f"{part}@{b}" for part in PARTS for b in ROW_BUCKETS)]
         self.choices = {shape: ThreadChoice(candidates) for shape in shapes}
         self.split: StepSplit | None = None
 
@@ -78,7 +77,7 @@ class StepThreads:
         return self.enabled and any(not self.choices[shape].settled for shape in shapes)
 
     def chosen(self) -> dict[str, int]:
-        """Every settled shape's count, by shape name ("prefill", "layers@1", "vocabulary@16", ...)."""
+        """Every settled shape's count, by shape name ("prefill", "layers@1", "projection@16", ...)."""
         return {shape: choice.chosen for shape, choice in self.choices.items() if choice.settled}
 
     @contextmanager
@@ -113,40 +112,39 @@ class StepThreads:
 
 
 class DecodeStep:
-    """One decode step's parts: each at its count, timed; `done()` once the step succeeded."""
+    """One decode step's parts: each at its count, timed; `done()` once the step succeeded. A step measures one
+    part at most: the first of its parts not yet settled (so the layers settle first, then the projection, then
+    sampling); the parts after it run on every core meanwhile."""
 
     def __init__(self, threads: StepThreads, bucket: int) -> None:
         self._threads, self.bucket = threads, bucket
         self._started = threads.clock()
         self._seconds: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
-        # the layers settle first; meanwhile the vocabulary part runs on all cores and is not measured
-        self._tuning_vocabulary = threads.choices[f"layers@{bucket}"].settled
+        self._measured: tuple[str, int] | None = None  # the part this step measures, and its count
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
-        self._counts[name] = _set_threads(self._count(name))
+        _set_threads(self._count(name))
         started = self._threads.clock()
         yield
         self._seconds[name] = self._threads.clock() - started
 
     def done(self) -> None:
-        layers, vocabulary = f"layers@{self.bucket}", f"vocabulary@{self.bucket}"
-        threads, seconds = self._threads, self._seconds
-        if "layers" in seconds:
-            threads.record(layers, self._counts["layers"], seconds["layers"])
-        if "sampling" in seconds and self._tuning_vocabulary:
-            threads.record(vocabulary, self._counts["sampling"], seconds.get("projection", 0.0) + seconds["sampling"])
-        if threads.split is not None and len(seconds) == len(PARTS):
-            threads.split.step(self.bucket, self._started, seconds)
-
-    def _count(self, part: str) -> int:
         threads = self._threads
-        if part == "layers":
-            return threads.choices[f"layers@{self.bucket}"].threads()
-        if not self._tuning_vocabulary:
-            return threads.most
-        return threads.choices[f"vocabulary@{self.bucket}"].threads()
+        if self._measured is not None:
+            name, count = self._measured
+            threads.record(f"{name}@{self.bucket}", count, self._seconds[name])
+        if threads.split is not None and len(self._seconds) == len(PARTS):
+            threads.split.step(self.bucket, self._started, self._seconds)
+
+    def _count(self, name: str) -> int:
+        choice = self._threads.choices[f"{name}@{self.bucket}"]
+        if choice.settled:
+            return choice.chosen
+        if self._measured is not None:
+            return self._threads.most
+        self._measured = (name, choice.threads())
+        return self._measured[1]
 
 
 class _InertStep:

@@ -11,7 +11,8 @@ ROW = {"system": "recipe", "concurrency": 1, "requests": 2, "wall_s": 2.0, "requ
        "ttft_p50_s": 0.1, "ttft_p95_s": 0.2, "latency_p50_s": 1.0, "latency_p95_s": 1.1, "peak_rss_gib": 1.0,
        "peak_gpu_gib": None}
 SETTINGS = {"packed_over_plain": {"layers": 0.73, "projection": 0.4},
-            "threads": {"vocabulary@16": 2, "layers@1": 1, "prefill": 2, "layers@16": 2, "vocabulary@1": 2}}
+            "threads": {"sampling@1": 1, "projection@16": 2, "layers@1": 1, "prefill": 2, "layers@16": 2,
+                        "projection@1": 2}}
 
 
 def _meta() -> dict:
@@ -26,7 +27,7 @@ def test_the_table_names_the_cpu_the_versions_and_the_step_settings(tmp_path):
     cpu = machine.describe("cpu")
     assert f"Machine: {cpu['cpu']}, {cpu['cores']} cores" in table
     assert f"torch {cpu['torch']}, transformers {cpu['transformers']}" in table
-    assert ("threads prefill 2, layers@1 1, layers@16 2, vocabulary@1 2, vocabulary@16 2; "
+    assert ("threads prefill 2, layers@1 1, layers@16 2, projection@1 2, projection@16 2, sampling@1 1; "
             "packed/plain time layers 0.73x, projection 0.40x") in table
     assert "`qwen2-audio-server bench --preset tiny`" in table
     assert json.loads((tmp_path / "bench.json").read_text())["meta"]["step_settings"] == SETTINGS

@@ -58,26 +58,28 @@ def decode_step(threads: StepThreads, machine: FakeMachine, rows: int, handoff: 
     with step.part("layers"):
         machine.run(f"layers@{bucket}")
     with step.part("projection"):
-        machine.run(f"vocabulary@{bucket}")
+        machine.run(f"projection@{bucket}")
     with step.part("sampling"):
-        machine.now += 0.0002
+        machine.run(f"sampling@{bucket}")
     step.done()
     machine.now += handoff
 
 
 def settle(threads: StepThreads, machine: FakeMachine, rows: int, limit: int = 200) -> int:
-    """Decode steps of `rows` rows until both of its bucket's parts have settled; returns how many it took."""
+    """Decode steps of `rows` rows until every part of its bucket has settled; returns how many it took."""
     bucket = row_bucket(rows)
     for steps in range(1, limit + 1):
         decode_step(threads, machine, rows)
-        if {f"layers@{bucket}", f"vocabulary@{bucket}"} <= threads.chosen().keys():
+        if {f"{part}@{bucket}" for part in ("layers", "projection", "sampling")} <= threads.chosen().keys():
             return steps
     raise AssertionError(f"not settled after {limit} steps: {threads.chosen()}")
 
 
-# the issue's case: one row's layers run faster on one thread, the 156,032-row projection on two
-TWO_CORES = {"layers@1": {1: 0.004, 2: 0.005}, "vocabulary@1": {1: 0.0202, 2: 0.0114},
-             "layers@16": {1: 0.030, 2: 0.018}, "vocabulary@16": {1: 0.040, 2: 0.022},
+# the issue's case: one row's layers run faster on one thread, the 156,032-row projection on two; sampling's
+# small operations too, on a machine where another process often holds the second core
+TWO_CORES = {"layers@1": {1: 0.004, 2: 0.005}, "projection@1": {1: 0.0202, 2: 0.0114},
+             "sampling@1": {1: 0.0001, 2: 0.0003}, "layers@16": {1: 0.030, 2: 0.018},
+             "projection@16": {1: 0.040, 2: 0.022}, "sampling@16": {1: 0.0009, 2: 0.0012},
              "prefill": {1: 0.0004, 2: 0.00022}}
 
 
@@ -87,18 +89,34 @@ def test_each_part_of_a_step_settles_on_the_count_that_runs_it_fastest(caplog):
     caplog.set_level(logging.INFO, logger="server.runner.step_threads")
     steps = settle(threads, machine, rows=1)
     settle(threads, machine, rows=13)  # 13 rows run in the 16-row bucket
-    assert threads.chosen() == {"layers@1": 1, "vocabulary@1": 2, "layers@16": 2, "vocabulary@16": 2}
-    # the layers first (the vocabulary part on every core meanwhile): each count once as a warm-up, then SAMPLES
-    # times; then the vocabulary part, where one thread is so much slower (1.8x) that it drops out after 2
-    assert steps == 2 * (WARMUP + SAMPLES) + 2 * (WARMUP + 2)
+    assert threads.chosen() == {"layers@1": 1, "projection@1": 2, "sampling@1": 1, "layers@16": 2,
+                                "projection@16": 2, "sampling@16": 1}
+    # one part at a time, the others on every core meanwhile: the layers, each count once as a warm-up then
+    # SAMPLES times; the projection, where one thread is so much slower (1.8x) that it drops out after 2; sampling,
+    # where two threads (3x slower) drop out after 2
+    assert steps == 2 * (WARMUP + SAMPLES) + 2 * (WARMUP + 2) + 2 * (WARMUP + 2)
     assert "CPU step settings: layers@1 on 1 thread(s) (median 1: 4 ms, 2: 5 ms)" in caplog.text
-    assert "CPU step settings: vocabulary@1 on 2 thread(s)" in caplog.text
+    assert "CPU step settings: projection@1 on 2 thread(s) (median 1: 20.2 ms, 2: 11.4 ms)" in caplog.text
 
     torch.set_num_threads(2)
-    with threads.decode(1).part("layers"):
-        assert torch.get_num_threads() == 1  # once settled, every step runs at the chosen counts
-    with threads.decode(1).part("projection"):
-        assert torch.get_num_threads() == 2
+    step = threads.decode(1)
+    for part, count in (("layers", 1), ("projection", 2), ("sampling", 1)):
+        with step.part(part):
+            assert torch.get_num_threads() == count  # once settled, every step runs at the chosen counts
+
+
+def test_a_step_without_a_projection_of_its_own_settles_its_other_parts():
+    """The static-shape step (--no-enforce-eager) projects inside its layers' part: no projection part runs."""
+    machine = FakeMachine(TWO_CORES)
+    threads = StepThreads(torch.device("cpu"), 2, clock=machine.clock)
+    for _ in range(100):
+        step = threads.decode(1)
+        with step.part("layers"):
+            machine.run("layers@1")
+        with step.part("sampling"):
+            machine.run("sampling@1")
+        step.done()
+    assert threads.chosen() == {"layers@1": 1, "sampling@1": 1}
 
 
 def test_the_prefill_is_timed_per_position_it_computes():
@@ -140,7 +158,7 @@ def test_cpu_threads_fixes_every_part_and_measures_nothing():
     decode_step(threads, machine, rows=1)
     with threads.prefill(5):
         assert torch.get_num_threads() == 3
-    assert set(machine.runs) == {("layers@1", 3), ("vocabulary@1", 3)}
+    assert set(machine.runs) == {("layers@1", 3), ("projection@1", 3), ("sampling@1", 3)}
 
 
 def test_on_a_gpu_nothing_is_set_or_timed():
@@ -162,7 +180,8 @@ def test_settled_counts_are_recorded_in_the_settings_file(tmp_path):
     settle(threads, machine, rows=1)
     saved = json.loads(settings.path.read_text())
     assert saved["key"] == key
-    assert saved["settings"] == {"packed_over_plain": {"layers": 0.7}, "threads": {"layers@1": 1, "vocabulary@1": 2}}
+    assert saved["settings"] == {"packed_over_plain": {"layers": 0.7},
+                                 "threads": {"layers@1": 1, "projection@1": 2, "sampling@1": 1}}
     # the kernels' timings are read back; thread counts are measured anew at each start (the load may differ)
     assert SettingsFile(tmp_path, key).values["packed_over_plain"] == {"layers": 0.7}
     assert StepThreads(torch.device("cpu"), 2, SettingsFile(tmp_path, key)).chosen() == {}
@@ -185,6 +204,7 @@ def test_the_step_split_counts_the_hand_off_between_steps():
     assert len(split.rest) == len(split.layers) == len(split.sampling) == 3
     assert split.rest == pytest.approx([0.003, 0.003, 0.050])
     assert split.layers == pytest.approx([0.005] * 3) and split.projection == pytest.approx([0.0114] * 3)
+    assert split.sampling == pytest.approx([0.0003] * 3)
 
 
 def test_packing_is_chosen_per_group_by_the_geometric_mean_of_its_timings():
