@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from server.api.errors import install_error_handlers
+from server.api.error_handlers import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
-from server.api.realtime import router as realtime
 from server.api.routes import public, v1
+from server.api.websocket import router as realtime
 from server.audio.vad import SpeechDetector
 from server.config import STEP_SETTINGS_DIR, Settings
 from server.engine.engine import Engine, EngineConfig
@@ -22,7 +22,7 @@ from server.playground import router as playground
 from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
 from server.serving.realtime import realtime_serving
-from server.serving.response_store import ResponseStore
+from server.serving.response_store import StoreBounds, open_store
 from server.serving.responses import ResponsesServing
 from server.serving.transcription import TranscriptionServing
 from server.tiny_model import ensure_random_model
@@ -58,16 +58,20 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         app.state.engine, app.state.info = engine, engine.info
         app.state.chat = ChatServing(engine, engine.info, metrics, settings, detector)
         app.state.transcription = TranscriptionServing(engine, engine.info, metrics, settings, detector)
-        app.state.responses = ResponsesServing(app.state.chat, ResponseStore(
+        store = open_store(settings.response_store, StoreBounds(
             settings.responses_store_entries, int(settings.responses_store_mb * 2**20), settings.responses_store_ttl_s))
+        app.state.responses = ResponsesServing(app.state.chat, store)
         app.state.realtime = realtime_serving(app.state.transcription, app.state.chat, detector, metrics, settings)
         _log_capacity(settings, engine.info, await app.state.transcription.tokens_per_clip())
         logger.info("serving %s as %r (aliases: %s)", settings.model_path, settings.model_id,
                     ", ".join(settings.model_alias) or "none")
         if settings.playground:
             logger.info("playground page: http://%s:%d/ (--no-playground turns it off)", settings.host, settings.port)
+        if problem := await store.problem():  # not fatal: stateless requests go on, the store may come back
+            logger.warning("%s; /ready says so until it answers", problem)
         yield
         await engine.stop()
+        await store.close()
 
     app = FastAPI(title="Qwen2-Audio server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -1,7 +1,7 @@
 """Write a random-weight Qwen2-Audio of the real architecture, shaped like a hub snapshot.
 
 The folder loads through the same `from_pretrained` calls as Qwen/Qwen2-Audio-7B-Instruct and holds what its
-snapshot holds (tests/fixtures/qwen2_audio_7b_instruct.json): the real `Qwen2AudioConfig` (small dimensions, the
+snapshot holds (tests/support/qwen2_audio_7b_instruct.json): the real `Qwen2AudioConfig` (small dimensions, the
 published vocabulary), a Qwen2 tokenizer whose special tokens have the published ids (server/tiny_tokenizer.py),
 the Whisper preprocessor config, the checkpoint's chat template and generation config; the base checkpoint's
 layout has no chat template. Outputs are meaningless but deterministic, which is what tests and offline API
@@ -30,8 +30,8 @@ from server.tiny_tokenizer import REGULAR_TOKENS, SPECIAL_TOKENS, VOCAB_ROWS, sp
 logger = logging.getLogger(__name__)
 
 # The chat template of Qwen/Qwen2-Audio-7B-Instruct's tokenizer_config.json: an audio part is one with an 'audio'
-# or 'audio_url' key (docs/qwen2-audio-facts.md, "Templates differ by where they come from"; tests/fixtures has the
-# sources). The processor's own template file carries the same.
+# or 'audio_url' key (docs/qwen2-audio.md, "Chat templates differ by where they come from"; tests/support/checkpoint.py
+# has the sources). The processor's own template file carries the same.
 CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}{% for message in messages %}{% if loop.first and message['role'] != "
     "'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] "

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import Qwen2Tokenizer
 
 # The published tokenizer: 151,643 byte-level BPE tokens, then its special tokens in this order, so that
-# <|endoftext|> is 151643, <|im_start|> 151644, <|im_end|> 151645 and <|AUDIO|> 151646 (docs/qwen2-audio-facts.md;
+# <|endoftext|> is 151643, <|im_start|> 151644, <|im_end|> 151645 and <|AUDIO|> 151646 (docs/qwen2-audio.md;
 # <|audio_bos|> and <|audio_eos|> follow). The embedding has 156032 rows, more than the tokenizer has ids.
 REGULAR_TOKENS = 151_643
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]

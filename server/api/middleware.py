@@ -5,8 +5,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api.errors import APIError
 from server.metrics import Metrics
+from server.protocol.errors import APIError
 from server.request_context import new_request_id, request_id
 
 

@@ -235,7 +235,7 @@ def _last_run(flags: np.ndarray, min_len: int) -> tuple[int, int] | None:
 
 class SampleBlocks:
     """Decoded audio from sample `start` to `end`, held as the blocks it came in (no copying as it grows); also
-    the realtime API's input buffer (server.serving.realtime.turns)."""
+    the realtime API's input buffer (server.serving.realtime.turn_detection)."""
 
     def __init__(self) -> None:
         self.blocks: deque[np.ndarray] = deque()

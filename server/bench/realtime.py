@@ -47,6 +47,9 @@ def run_realtime(model_dir: str, levels: list[int], speech_seconds: float, outpu
     command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
                "--port", str(port), "--device", device, "--dtype", dtype, "--log-level", "warning",
                "--max-batch-size", str(max(levels)), "--default-max-tokens", str(output_tokens)]
+    meta = {"model": model_dir, "device": device, "speech_s_per_session": round(len(pcm) / 2 / RATE, 1),
+            "utterances_per_session": len(utterances), "chunk_ms": int(CHUNK_S * 1000),
+            "silence_duration_ms": SILENCE_MS, "output_tokens": output_tokens, "date": time.strftime("%Y-%m-%d %H:%M")}
     rows = []
     with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / "realtime-server.log") as server:
         for level in levels:
@@ -54,13 +57,14 @@ def run_realtime(model_dir: str, levels: list[int], speech_seconds: float, outpu
             url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
             sessions = asyncio.run(_level(url, pcm, [end for _, end in utterances], level))
             rows.append(_figures(level, sessions, server.peak_rss))
+            summary = _write(out, meta, rows)  # after every level: a run stopped later keeps what it measured
+    return summary
+
+
+def _write(out: Path, meta: dict, rows: list[dict]) -> dict:
     fits = [r["sessions"] for r in rows if r["completed_p95_s"] is not None and r["completed_p95_s"] < TARGET_P95_S
             and not r["failed"]]
-    summary = {"meta": {"model": model_dir, "device": device, "speech_s_per_session": round(len(pcm) / 2 / RATE, 1),
-                        "utterances_per_session": len(utterances), "chunk_ms": int(CHUNK_S * 1000),
-                        "silence_duration_ms": SILENCE_MS, "output_tokens": output_tokens,
-                        "date": time.strftime("%Y-%m-%d %H:%M")},
-               "results": rows, "max_sessions_p95_under_1s": max(fits, default=None)}
+    summary = {"meta": meta, "results": rows, "max_sessions_p95_under_1s": max(fits, default=None)}
     (out / "realtime.json").write_text(json.dumps(summary, indent=2))
     (out / "realtime.md").write_text(table(summary))
     return summary

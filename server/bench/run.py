@@ -12,7 +12,6 @@ from pathlib import Path
 
 from server.bench import machine
 from server.bench.http_load import ServerProcess, free_port, run_load
-from server.bench.long_audio import run_long_audio, table
 from server.bench.recipe import run_recipe
 from server.bench.report import figures, write
 from server.bench.workload import Workload
@@ -57,6 +56,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", metavar="SESSIONS",
                    help="instead: live transcription sessions at once over /v1/realtime, e.g. 1,4,8, each streaming "
                         "--clip-seconds (default 30) of speech at real-time pace (realtime.json, realtime.md)")
+    p.add_argument("--diarization", action="store_true",
+                   help="instead: speaker diarization's accuracy on synthetic conversations (anonymous and with known "
+                        "speakers) and its cost on one --diarization-minutes file against transcribing it "
+                        "(diarization.json, diarization.md; needs espeak-ng)")
+    p.add_argument("--diarization-minutes", type=float, default=10.0, help="with --diarization: the cost file's length")
+    p.add_argument("--calibrate", action="store_true",
+                   help="with --diarization: only sweep its thresholds on the calibration voices (calibration.md)")
     p.add_argument("--quantize-audio-encoder", action="store_true",
                    help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
     p.add_argument("--step-split", action="store_true",
@@ -71,6 +77,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
+    if args.diarization:
+        return _diarization(args)
     model_dir = args.model or str(_preset_model(args.preset, args.layout))
     if args.memory:
         from server.bench.memory import run_memory
@@ -106,6 +114,8 @@ def main(argv: list[str]) -> int:
         print((out / "step_split.md").read_text())
         return 0
     if args.long_audio:
+        from server.bench.long_audio import run_long_audio, table
+
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         minutes = [float(m) for m in args.long_audio.split(",")]
@@ -137,6 +147,22 @@ def main(argv: list[str]) -> int:
     summary = write(out, meta, results)
     print((out / "bench.md").read_text())
     return 0 if summary["results"] else 1
+
+
+def _diarization(args) -> int:
+    from server.bench.diarization import new_diarizer, run_diarization
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.calibrate:
+        from server.bench.calibration import calibrate, table
+
+        (out / "calibration.md").write_text(report := table(calibrate(new_diarizer())))
+        print(report)
+        return 0
+    model_dir = args.model or str(_preset_model(args.preset, args.layout))
+    print(run_diarization(model_dir, args.diarization_minutes, args.output_tokens, args.device, args.dtype, out))
+    return 0
 
 
 def _recipe(model_dir: str, requests, args) -> dict:

@@ -1,9 +1,16 @@
 """Real speech for tests and benchmarks: sentences spoken by espeak-ng (a real formant synthesizer), with pauses of
-known length, so where the speech is (and is not) is known exactly."""
+known length, so where the speech is (and is not) is known exactly.
 
+Where QWEN2_AUDIO_SPEECH_DIR names a folder, espeak-ng's output is kept there and read back: a machine without
+espeak-ng (the GPU image) runs the speech benches on what `speak_all` spoke elsewhere (scripts/gpu-wheels).
+"""
+
+import hashlib
 import io
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import av
 import numpy as np
@@ -24,16 +31,38 @@ SENTENCES = [
 
 
 def have_espeak() -> bool:
-    return shutil.which("espeak-ng") is not None
+    """espeak-ng can speak, or a speech folder holds what it said."""
+    folder = os.environ.get("QWEN2_AUDIO_SPEECH_DIR")
+    return shutil.which("espeak-ng") is not None or bool(folder and any(Path(folder).glob("*.wav")))
 
 
-def speak(text: str, voice: str = "en-us", words_per_minute: int = 165) -> np.ndarray:
-    """16 kHz mono float32 speech, trimmed of the synthesizer's own leading and trailing silence."""
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "--stdout", text],
-                         check=True, capture_output=True).stdout
-    samples = decode_audio(wav)
+def speak(text: str, voice: str = "en-us", words_per_minute: int = 165, pitch: int | None = None) -> np.ndarray:
+    """16 kHz mono float32 speech, trimmed of the synthesizer's own leading and trailing silence.
+
+    `voice` is an espeak-ng voice, optionally with a variant (`en-us+f3`); `pitch` (0-99) replaces its base pitch."""
+    pitched = ["-p", str(pitch)] if pitch is not None else []
+    samples = decode_audio(_espeak(["-v", voice, "-s", str(words_per_minute), *pitched, "--stdout", text]))
     loud = np.flatnonzero(np.abs(samples) > 1e-3)
     return samples[loud[0] : loud[-1] + 1]
+
+
+def speak_all() -> None:
+    """Speak every sentence the benches use (into QWEN2_AUDIO_SPEECH_DIR, where it is set)."""
+    for sentence in SENTENCES:
+        speak(sentence)
+
+
+def _espeak(args: list[str]) -> bytes:
+    """espeak-ng's WAV output for `args`, through the speech folder where one is set."""
+    folder = os.environ.get("QWEN2_AUDIO_SPEECH_DIR")
+    path = Path(folder, hashlib.sha256("\0".join(args).encode()).hexdigest()[:16] + ".wav") if folder else None
+    if path is not None and path.exists():
+        return path.read_bytes()
+    wav = subprocess.run(["espeak-ng", *args], check=True, capture_output=True).stdout
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wav)
+    return wav
 
 
 def speech_track(seconds: float, pauses: tuple[float, ...] = (0.7, 1.5, 1.0, 2.5), seed: int = 0,

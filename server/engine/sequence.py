@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from server.engine.detokenizer import IncrementalDetokenizer
+from server.engine.incremental_detokenizer import IncrementalDetokenizer
 from server.engine.interface import Detokenizer, PrefillInput
 from server.engine.request import Logprob, Prompt, RequestOutput, SamplingParams, TokenLogprob
 

@@ -20,7 +20,7 @@ from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.engine.conversation import audio_question
 from server.engine.interface import LoadedModel, ModelInfo
-from server.runner import cpu, kv_cache, memory
+from server.runner import cpu, kv_budget, kv_cache
 from server.runner.detokenizer import HFDetokenizer
 from server.runner.model_runner import Qwen2AudioRunner
 from server.runner.processor import PromptProcessor, audio_tokens_per_second
@@ -83,7 +83,7 @@ def load_model(config: LoadConfig) -> LoadedModel:
     detokenizer = HFDetokenizer(copy.deepcopy(tokenizer))  # its own copy: it runs on another thread
     text = model.config.text_config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    kv_bytes = memory.kv_bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim, dtype.itemsize)
+    kv_bytes = kv_budget.kv_bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim, dtype.itemsize)
     info = ModelInfo(
         max_model_len=text.max_position_embeddings,
         audio_tokens_per_second=audio_tokens_per_second(extractor),
@@ -126,9 +126,9 @@ def _kv_budget(config: LoadConfig, runner: Qwen2AudioRunner, processor: PromptPr
         activations = runner.prefill_peak_bytes(processor.prepare(audio_question("profile"), [clip]))
         # a full batch's decode step (the graphs' pool holds its activations)
         activations = max(activations, runner.decode_peak_bytes(processor.probe_prompt(), config.max_batch_size))
-    reading = memory.read_memory(runner.device, weights, activations)
+    reading = kv_budget.read_memory(runner.device, weights, activations)
     layers = runner.model.config.text_config.num_hidden_layers
-    budget = memory.kv_budget_tokens(reading, config.memory_utilization, kv_bytes, layers,
+    budget = kv_budget.kv_budget_tokens(reading, config.memory_utilization, kv_bytes, layers,
                                      cap=config.max_batch_size * max_model_len)
     if budget == 0:
         raise ModelLoadError(

@@ -17,6 +17,7 @@ from server.runner import kv_cache
 from server.runner.audio_encoder import AudioEncoder
 from server.runner.batch import Batch
 from server.runner.cpu import THREADS_AT_START
+from server.runner.language_model import LanguageModel
 from server.runner.prefix_cache import PrefixCache
 from server.runner.sampler import BatchSampler
 from server.runner.static_decode import StaticDecoder, row_bucket
@@ -31,7 +32,7 @@ class Qwen2AudioRunner:
                  threads: StepThreads | None = None) -> None:
         self.model = model
         self.device, self.dtype = device, dtype
-        self._language_model = model.model.language_model
+        self._language_model = LanguageModel(model.model.language_model)
         self._text_config = model.config.text_config
         self._audio_token_id = model.config.audio_token_id
         self._pad_token_id = pad_token_id
@@ -159,10 +160,8 @@ class Qwen2AudioRunner:
             audio = self._encoder(clips)
             encoder_seconds = time.perf_counter() - encoding
             embeds = embeds.masked_scatter((input_ids == self._audio_token_id)[..., None], audio.to(embeds.dtype))
-        hidden = self._language_model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=block_positions, cache=cache,
-            use_cache=True,
-        ).last_hidden_state[:, -1]  # [B, H]: only the last position needs logits
+        hidden = self._language_model(cache, inputs_embeds=embeds, attention_mask=attention_mask,
+                                      position_ids=block_positions)[:, -1]  # [B, H]: only the last position needs logits
         if copies is not None:
             index = torch.tensor(copies, device=self.device)
             cache.batch_select_indices(index)
@@ -192,8 +191,7 @@ class Qwen2AudioRunner:
         if prefix is None:
             cache = kv_cache.new_cache(self._text_config)
             ids = torch.tensor([head], device=self.device)
-            self._language_model(input_ids=ids, position_ids=torch.arange(len(head), device=self.device)[None],
-                                 cache=cache, use_cache=True)
+            self._language_model(cache, input_ids=ids, position_ids=torch.arange(len(head), device=self.device)[None])
             prefix = self._prefixes.put(head, cache)
         block = max(len(row) for row in rows) - len(head)
         first = width - block
@@ -216,10 +214,9 @@ class Qwen2AudioRunner:
             else:
                 with step.part("layers"):
                     hidden = self._language_model(
-                        inputs_embeds=self.model.get_input_embeddings()(batch.last_tokens[:, None]),
-                        attention_mask=mask, position_ids=batch.positions[:, None], cache=batch.cache,
-                        use_cache=True,
-                    ).last_hidden_state[:, -1]  # [B, H]
+                        batch.cache, inputs_embeds=self.model.get_input_embeddings()(batch.last_tokens[:, None]),
+                        attention_mask=mask, position_ids=batch.positions[:, None],
+                    )[:, -1]  # [B, H]
                 with step.part("projection"):
                     logits = self.model.lm_head(hidden).float()  # [B, V]
             with step.part("sampling"):

@@ -25,6 +25,7 @@ import torch
 
 from server.runner import kv_cache
 from server.runner.batch import Batch
+from server.runner.language_model import LanguageModel
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class StaticDecoder:
         self.device = device
         self.graphs = graphs and device.type == "cuda"
         self._pad_token_id = pad_token_id
-        self._language_model = model.model.language_model
+        self._language_model = LanguageModel(model.model.language_model)
         self._captured: dict[int, _Graph] = {}  # by row bucket, for the buffers of `_generation`
         self._generation: tuple[int, ...] = ()
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
@@ -106,9 +107,9 @@ class StaticDecoder:
         kv_cache.set_static_step(cache, kv_cache.StaticStep(ids.shape[0], column))
         try:
             hidden = self._language_model(
-                inputs_embeds=self.model.get_input_embeddings()(ids), attention_mask={"full_attention": mask},
-                position_ids=positions, cache=cache, use_cache=True,
-            ).last_hidden_state[:, -1]
+                cache, inputs_embeds=self.model.get_input_embeddings()(ids), attention_mask={"full_attention": mask},
+                position_ids=positions,
+            )[:, -1]
         finally:
             kv_cache.set_static_step(cache, None)
         return self.model.lm_head(hidden).float()

@@ -4,8 +4,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from server.api.errors import bad_request
-from server.api.protocol.chat import (
+from server.audio.vad import SpeechDetector
+from server.config import Settings
+from server.engine.engine import Engine
+from server.engine.interface import ModelInfo
+from server.engine.request import Prompt, RequestOutput
+from server.engine.sequence import RequestStream
+from server.metrics import Metrics
+from server.protocol.chat import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -16,17 +22,12 @@ from server.api.protocol.chat import (
     Delta,
     Usage,
 )
-from server.audio.vad import SpeechDetector
-from server.config import Settings
-from server.engine.engine import Engine
-from server.engine.interface import ModelInfo
-from server.engine.request import Prompt, RequestOutput
-from server.engine.sequence import RequestStream
-from server.metrics import Metrics
+from server.protocol.errors import bad_request
 from server.serving.formats import Answer, EventStream, chat_logprobs, chat_usage, sse, sse_error
-from server.serving.generation import Completion, Endpoint, output_budget, prepare
+from server.serving.generation import Completion, Endpoint, prepare
 from server.serving.prompts import to_conversation
 from server.serving.samples import collect_samples, merged_events, submit_samples
+from server.serving.sampling import chat_params
 
 
 class ChatServing(Endpoint):
@@ -66,8 +67,7 @@ class ChatServing(Endpoint):
         conversation, clips = await to_conversation(request.messages, self.media, self.detector)
         prompt = await prepare(self.engine, conversation, clips)
         self.metrics.audio_seconds.labels("chat").inc(prompt.audio_seconds)
-        max_tokens = output_budget(self.info, prompt, request.requested_max_tokens, self.default_max_tokens)
-        params = request.to_sampling_params(max_tokens, self.info.sampling_defaults)
+        params = chat_params(request, prompt, self.info, self.default_max_tokens)
         params.grammar = grammar
         return prompt, submit_samples(self.engine, self.metrics, prompt, params, request.n)
 

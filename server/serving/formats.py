@@ -7,8 +7,8 @@ import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from server.api.errors import APIError
-from server.api.protocol.audio import (
+from server.engine.request import Logprob, Prompt
+from server.protocol.audio import (
     DurationUsage,
     InputTokenDetails,
     Segment,
@@ -18,8 +18,8 @@ from server.api.protocol.audio import (
     TranscriptionUsage,
     VerboseTranscription,
 )
-from server.api.protocol.chat import ChoiceLogprobs, PromptTokensDetails, TokenLogprobOut, TopLogprob, Usage
-from server.engine.request import Logprob, Prompt
+from server.protocol.chat import ChoiceLogprobs, PromptTokensDetails, TokenLogprobOut, TopLogprob, Usage
+from server.protocol.errors import APIError
 from server.request_context import request_id
 from server.serving.generation import Completion
 from server.serving.languages import language_name

@@ -8,7 +8,7 @@ and every stream. Taken off, at the start of an answer only and only whole:
   - "The original content of this audio is: '...'": transformers' Qwen2-Audio integration test
     (tests/models/qwen2_audio/test_modeling_qwen2_audio.py, EXPECTED_DECODED_TEXT); with no space after the colon
     in ai-dynamo/dynamo's vLLM multimodal guide (Qwen/Qwen2-Audio-7B-Instruct on a LibriSpeech clip).
-  - "The speech transcribed verbatim is: ...": docs/qwen2-audio-facts.md, and a public pipeline that strips it.
+  - "The speech transcribed verbatim is: ...": docs/qwen2-audio.md, and a public pipeline that strips it.
   - "The audio says: '...'", "The audio transcription is: '...'": pipelines that clean Qwen audio models' output.
   - "这段音频的原始内容是:'...'" (also with a full-width colon): Alibaba Cloud Model Studio's Qwen-Audio docs and
     pipelines that strip it; "这段语音的原始文本内容是：" and "这段音频的内容是：" in such pipelines.

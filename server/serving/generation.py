@@ -1,11 +1,11 @@
-"""What every endpoint does with the engine: build the prompt, fit it into the context, run it, collect or stream."""
+"""What every endpoint does with the engine: build the prompt, submit it (its sampling and budget:
+serving/sampling.py), collect or stream its events, and say in HTTP terms what went wrong."""
 
 import asyncio
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from server.api.errors import APIError, bad_request
 from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine
@@ -21,6 +21,7 @@ from server.engine.request import (
 )
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
+from server.protocol.errors import APIError, bad_request, service_unavailable
 from server.request_context import request_id
 from server.serving.media import MediaPolicy
 
@@ -46,24 +47,6 @@ async def prepare(engine: Engine, conversation: list[dict], clips: list) -> Prom
         raise bad_request(f"could not build the prompt: {exc}") from exc
 
 
-def output_budget(info: ModelInfo, prompt: Prompt, requested: int | None, default: int) -> int:
-    """Output tokens this request may generate: what it asked for, if it fits the model's context."""
-    room = info.max_model_len - prompt.num_tokens
-    if room <= 0 or (requested is not None and requested > room):
-        fits = ""
-        if prompt.audio_tokens:  # say how much audio would fit beside this text and answer
-            left = info.max_model_len - (prompt.num_tokens - prompt.audio_tokens) - (requested or 1)
-            fits = f"; about {max(0.0, left / info.audio_tokens_per_second):.0f} s of audio fit in one request beside this text"
-        raise bad_request(
-            f"the prompt takes {prompt.num_tokens} tokens ({prompt.audio_tokens} of them audio, "
-            f"{prompt.audio_seconds:.1f} s); with max_tokens={requested} that passes the model's context of "
-            f"{info.max_model_len} tokens{fits}",
-            param="max_tokens" if room > 0 else "messages",
-            code="context_length_exceeded",
-        )
-    return requested if requested is not None else min(default, room)
-
-
 def submit(engine: Engine, metrics: Metrics, prompt: Prompt, params: SamplingParams,
            count_prompt: bool = True) -> RequestStream:
     """`count_prompt`: false for the second and later samples of one request (n > 1), which share its prefill."""
@@ -73,9 +56,11 @@ def submit(engine: Engine, metrics: Metrics, prompt: Prompt, params: SamplingPar
         raise bad_request(str(exc), param="max_tokens", code="context_length_exceeded") from exc
     except QueueFullError as exc:
         retry = str(max(1, math.ceil(engine.queue_depth / max(1, engine.config.max_batch_size))))
-        raise APIError(429, f"the server is busy: {exc}", code="server_busy", headers={"Retry-After": retry}) from exc
+        # OpenAI answers a model without capacity for now 503 server_is_overloaded (429 is a caller's own rate limit)
+        raise APIError(503, f"the server is busy: {exc}", code="server_is_overloaded",
+                       headers={"Retry-After": retry}) from exc
     except EngineError as exc:
-        raise APIError(503, str(exc), code="engine_unavailable") from exc
+        raise service_unavailable(str(exc), code="engine_unavailable") from exc
     if count_prompt:
         metrics.prompt_tokens.inc(prompt.num_tokens)
     return stream

@@ -6,12 +6,12 @@ from typing import Literal
 
 import numpy as np
 
-from server.api.errors import bad_request
-from server.api.protocol.audio import TranscriptionRequest
-from server.api.protocol.chat import ChatMessage
 from server.audio.chunking import contiguous_spans
 from server.audio.vad import SpeechDetector
 from server.engine.conversation import audio_part, message, text_part
+from server.protocol.audio import TranscriptionRequest
+from server.protocol.chat import ChatMessage
+from server.protocol.errors import bad_request
 from server.serving.languages import language_code, language_name
 from server.serving.media import MediaPolicy, part_audio
 

@@ -7,7 +7,6 @@ clip; the whole answer and the event stream both read it. Each clip is one segme
 """
 
 import asyncio
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -15,7 +14,6 @@ from typing import BinaryIO
 
 import numpy as np
 
-from server.api.protocol.audio import ServerVad, TranscriptionRequest
 from server.audio.chunking import Clip, Span, VadOptions
 from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.audio.vad import SpeechDetector
@@ -26,16 +24,14 @@ from server.engine.interface import ModelInfo
 from server.engine.request import EngineError
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
+from server.protocol.audio import ServerVad, TranscriptionRequest
 from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
 from server.serving.framing import FrameStripper
-from server.serving.generation import Completion, Endpoint, engine_failed, output_budget, prepare, submit, timed_out
+from server.serving.generation import Completion, Endpoint, engine_failed, prepare, submit, timed_out
 from server.serving.media import UploadClips
 from server.serving.prompts import Task, answer_language, instruction
-
-# A transcript holds a few tokens per second of speech; a cap well above that stops runaway repetition loops.
-TOKENS_PER_SECOND_CAP = 16
-TOKENS_CAP_FLOOR = 32
+from server.serving.sampling import transcription_params
 
 
 @dataclass
@@ -89,7 +85,7 @@ class TranscriptionServing(Endpoint):
             raise
         transcribed = self._transcribed(first, submitted, lambda: FrameStripper(answer_language(request, task),
                                                                                request.prompt))
-        if request.stream:
+        if request.streamed:
             return EventStream(self._events(transcribed, upload, task))
         clips: list[TranscribedClip] = []
         try:
@@ -192,9 +188,8 @@ class TranscriptionServing(Endpoint):
 
     async def _submit(self, request: TranscriptionRequest, conversation: list[dict], clip: Clip) -> ClipRequest:
         prompt = await prepare(self.engine, conversation, [clip.samples])
-        cap = math.ceil(clip.samples.shape[0] / SAMPLE_RATE * TOKENS_PER_SECOND_CAP) + TOKENS_CAP_FLOOR
-        max_tokens = output_budget(self.info, prompt, request.max_tokens, min(self.default_max_tokens, cap))
-        params = request.to_sampling_params(max_tokens, self.info.sampling_defaults)
+        params = transcription_params(request, prompt, self.info, self.default_max_tokens,
+                                      clip.samples.shape[0] / SAMPLE_RATE)
         stream = submit(self.engine, self.metrics, prompt, params)
         return ClipRequest(clip.span, prompt.num_tokens, prompt.audio_tokens, stream)
 

@@ -12,10 +12,10 @@ import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI
 
-from tests.api.conftest import MODEL
-from tests.audio_samples import wav
-from tests.servers import output, start
-from tests.waiting import eventually
+from tests.support.app import MODEL
+from tests.support.audio_samples import wav
+from tests.support.servers import output, process_metric, start
+from tests.support.waiting import eventually
 
 KEY = "test-secret"
 
@@ -35,11 +35,6 @@ def server(tiny_model_dir):
 async def sdk(server):
     async with AsyncOpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0) as client:
         yield client
-
-
-def _metric(base: str, name: str) -> float:
-    lines = httpx.get(f"{base}/metrics").text.splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.split("{")[0].split(" ")[0] == name)
 
 
 async def test_keys_guard_v1_but_not_health(server):
@@ -84,7 +79,7 @@ def test_curl_transcription(server, tmp_path):
 
 
 async def test_disconnect_mid_stream_cancels_the_work(server):
-    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    tokens_before = process_metric(server, "qwen2_audio_generated_tokens_total")
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"model": MODEL, "max_tokens": 2000, "stream": True, "ignore_eos": True,
             "messages": [{"role": "user", "content": "a very long answer"}]}
@@ -94,13 +89,13 @@ async def test_disconnect_mid_stream_cancels_the_work(server):
                 async for line in response.aiter_lines():
                     if '"content"' in line:
                         break  # leave after the first token: closing the response drops the connection
-    assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
-    assert _metric(server, "qwen2_audio_queue_depth") == 0
-    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
+    assert await eventually(lambda: process_metric(server, "qwen2_audio_running_requests") == 0)
+    assert process_metric(server, "qwen2_audio_queue_depth") == 0
+    assert process_metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
 
 
 async def test_disconnect_mid_stream_cancels_every_sample_of_n(server):
-    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    tokens_before = process_metric(server, "qwen2_audio_generated_tokens_total")
     body = {"model": MODEL, "max_tokens": 2000, "stream": True, "ignore_eos": True, "n": 3,
             "messages": [{"role": "user", "content": "three very long answers"}]}
     async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}) as http:
@@ -108,9 +103,9 @@ async def test_disconnect_mid_stream_cancels_every_sample_of_n(server):
             async for line in response.aiter_lines():
                 if '"content": "' in line and '"content": ""' not in line:
                     break  # leave at the first token of any sample
-    assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
-    assert _metric(server, "qwen2_audio_queue_depth") == 0
-    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
+    assert await eventually(lambda: process_metric(server, "qwen2_audio_running_requests") == 0)
+    assert process_metric(server, "qwen2_audio_queue_depth") == 0
+    assert process_metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3 * 2000 / 2
 
 
 def test_serve_help_lists_every_option():
@@ -138,13 +133,13 @@ def test_tiny_model_command_writes_a_loadable_snapshot(tmp_path):
 
 
 async def test_a_client_that_leaves_a_whole_answer_cancels_its_work(server):
-    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    tokens_before = process_metric(server, "qwen2_audio_generated_tokens_total")
     body = {"model": MODEL, "max_tokens": 3000, "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]}
     async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.post("/v1/chat/completions", json=body)  # not streamed: the client gives up waiting
-    assert await eventually(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
-    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3000 / 2
+    assert await eventually(lambda: process_metric(server, "qwen2_audio_running_requests") == 0)
+    assert process_metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < 3000 / 2
 
 
 async def test_responses_stream_and_store_over_real_http(sdk):

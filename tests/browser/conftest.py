@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import output, start
+from tests.support.servers import output, start
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]

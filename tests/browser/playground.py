@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import MODEL
-from tests.audio_samples import wav
 from tests.browser.conftest import CHROMIUM
+from tests.support.app import MODEL
+from tests.support.audio_samples import wav
 
 if not CHROMIUM.exists():  # before any server process starts
     pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (scripts/system-deps does) to test the playground",

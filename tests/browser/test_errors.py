@@ -4,11 +4,11 @@ import json
 
 import httpx
 
-from tests.api.conftest import MODEL
-from tests.api.test_process import _metric
 from tests.browser import playground as ui
 from tests.browser.conftest import KEY, TIME_LIMIT_S, serving
 from tests.browser.playground import expect
+from tests.support.app import MODEL
+from tests.support.servers import process_metric
 
 
 def test_key_problems_are_said_in_plain_words(keyed_server, page, tmp_path):
@@ -40,7 +40,7 @@ def test_bad_input_is_said_in_plain_words(server, page, tmp_path):
     page.click("#run")
     error = page.locator("#error")
     expect(error).to_contain_text("could not read this audio")
-    expect(error).to_contain_text("HTTP 415")
+    expect(error).to_contain_text("HTTP 400")
 
     page.set_input_files("#file-input", ui.clip(tmp_path))
     ui.choose(page, "ask")
@@ -55,15 +55,15 @@ def test_bad_input_is_said_in_plain_words(server, page, tmp_path):
 
 def test_stop_cancels_the_answer_on_the_server(server, page, tmp_path):
     ui.open_page(page, server)
-    tokens_before = _metric(server, "qwen2_audio_generated_tokens_total")
+    tokens_before = process_metric(server, "qwen2_audio_generated_tokens_total")
     page.set_input_files("#file-input", ui.clip(tmp_path))
     ui.ask_for_a_long_answer(page)
     assert page.is_visible("#stop"), "the answer ended before it could be stopped"
     page.click("#stop")
     expect(page.locator("#output")).to_contain_text("[stopped]")
     expect(page.locator("#run")).to_be_enabled()
-    assert ui.wait_until(lambda: _metric(server, "qwen2_audio_running_requests") == 0)
-    assert _metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < ui.LONG_ANSWER_TOKENS / 2
+    assert ui.wait_until(lambda: process_metric(server, "qwen2_audio_running_requests") == 0)
+    assert process_metric(server, "qwen2_audio_generated_tokens_total") - tokens_before < ui.LONG_ANSWER_TOKENS / 2
 
 
 def test_an_answer_cut_off_midway_says_why(keyed_server, page, tmp_path):
@@ -82,7 +82,7 @@ def test_no_playground_turns_the_page_off(tiny_model_dir, browser):
     with serving(tiny_model_dir, "--no-playground") as base:
         page = browser.new_page()
         assert page.goto(base + "/").status == 404
-        assert json.loads(page.inner_text("body"))["error"]["type"] == "not_found_error"
+        assert json.loads(page.inner_text("body"))["error"]["type"] == "invalid_request_error"
         page.close()
         assert httpx.get(base + "/playground/app.js").status_code == 404
         assert httpx.get(base + "/v1/models").status_code == 200

@@ -10,7 +10,7 @@ import pytest
 from tests.browser import playground as ui
 from tests.browser.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, INSECURE_HOST, KEY, serving
 from tests.browser.playground import expect
-from tests.speech import SENTENCES, requires_espeak, speak
+from tests.support.speech import SENTENCES, requires_espeak, speak
 
 pytestmark = requires_espeak
 LIVE_S = 120  # two CPU cores shared with the rest of the suite

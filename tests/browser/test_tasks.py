@@ -10,10 +10,10 @@ import pytest
 import srt
 import webvtt
 
-from tests.api.conftest import MODEL
 from tests.browser import playground as ui
 from tests.browser.conftest import ARTIFACTS, INSECURE_HOST, KEY
 from tests.browser.playground import expect
+from tests.support.app import MODEL
 
 
 def test_transcribe_streams_the_answer_with_timing_and_subtitles(server, page, tmp_path):

@@ -151,9 +151,10 @@ def test_the_cpu_image_install_commands_work_in_a_clean_virtual_environment(tmp_
 
     cli = subprocess.run([str(venv / "bin" / "qwen2-audio-server"), "--help"], capture_output=True, text=True)
     assert cli.returncode == 0 and "pull" in cli.stdout and "serve" in cli.stdout, cli.stderr
+    # the speaker encoder is package data: the installed (not editable) package loads it
     imported = subprocess.run([str(venv / "bin" / "python"), "-c", "import server.app, server.runner.model_runner, "
-                               "server.pull; import torch; print(torch.__version__)"], capture_output=True, text=True,
-                              cwd=tmp_path)
+                               "server.pull; from server.audio.diarization import SpeakerEncoder; SpeakerEncoder(); "
+                               "import torch; print(torch.__version__)"], capture_output=True, text=True, cwd=tmp_path)
     assert imported.returncode == 0 and imported.stdout.startswith("2.13.0"), imported.stderr
     # the lock is complete: every installed distribution is pinned in it, at the version installed
     locked = dict(_pins((ROOT / "docker" / "constraints.txt").read_text()))

@@ -1,4 +1,4 @@
-"""The engine's scheduling on a plain-Python model (tests/engine/fake_model.py): every test runs in milliseconds.
+"""The engine's scheduling on a plain-Python model (tests/support/fake_model.py): every test runs in milliseconds.
 
 Joining a running batch, cancellation, the KV budget and the queue limit, out-of-memory preemption and resumption,
 failures that stay with their requests, the probe after repeated failures, finish reasons, and stopping.
@@ -22,9 +22,9 @@ from server.engine.request import (
     SamplingParams,
 )
 from server.metrics import Metrics
-from tests.engine.fake_model import END_OF_TEXT, EOS, GREEDY, LONG, answer, fake_model, prompt
-from tests.faults import fails_once, replaced
-from tests.waiting import eventually
+from tests.support.fake_model import END_OF_TEXT, EOS, GREEDY, LONG, answer, fake_model, prompt
+from tests.support.faults import fails_once, replaced
+from tests.support.waiting import eventually
 
 
 async def started(model, metrics: Metrics | None = None, **config) -> Engine:

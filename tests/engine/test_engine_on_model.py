@@ -5,21 +5,21 @@ runner checks that none of it changes a token.
 """
 
 import asyncio
-import dataclasses
 
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from server.engine.conversation import audio_question, message
-from server.engine.engine import Engine, EngineConfig
 from server.engine.interface import LoadedModel
 from server.engine.request import EngineError, OutOfMemory, RequestTooLargeError, SamplingParams
-from server.metrics import Metrics
 from server.runner.loader import LoadConfig, load_model
-from tests.audio_samples import tone
-from tests.faults import fails_once, replaced
-from tests.waiting import eventually
+from tests.support.audio_samples import tone
+from tests.support.engine_on_model import make_engine, prompt, run_to_end
+from tests.support.faults import fails_once, replaced
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 
 @pytest.fixture(scope="module")
@@ -32,33 +32,11 @@ def runner(model):
     return model.runner
 
 
-async def make_engine(model: LoadedModel, kv_budget_tokens: int | None = None, **config) -> Engine:
-    if kv_budget_tokens is not None:
-        model = dataclasses.replace(model, info=dataclasses.replace(model.info, kv_budget_tokens=kv_budget_tokens))
-    engine = Engine(model, EngineConfig(**{"max_batch_size": 8, "batch_wait_s": 0.0, **config}), Metrics())
-    await engine.start()
-    return engine
-
-
 @pytest_asyncio.fixture
 async def engine(model):
     engine = await make_engine(model)
     yield engine
     await engine.stop()
-
-
-async def prompt(engine: Engine, seconds: float | None, text: str = "What is it?"):
-    if seconds is None:
-        return await engine.prepare([message("user", text)], [])
-    return await engine.prepare(audio_question(text), [tone(seconds, seed=int(seconds * 10))[0]])
-
-
-async def run_to_end(stream) -> tuple[list[int], str]:
-    tokens, text = [], ""
-    async for event in stream:
-        tokens += event.token_ids
-        text += event.text
-    return tokens, text
 
 
 async def test_a_late_request_joins_the_running_batch(engine):
@@ -250,10 +228,11 @@ async def test_an_idle_engine_gives_freed_heap_memory_back(engine, runner):
     real = engine._heap.trim
     engine._heap.trim = lambda: (real(), trims.append(1))
     await run_to_end(engine.submit(await prompt(engine, 2.0), SamplingParams(max_tokens=5, temperature=0)))
-    assert await eventually(lambda: trims, timeout=30)  # once idle for IDLE_TRIM_S after the work
+    during = len(trims)  # on a loaded machine steps are slow enough for a trim to fall due between them
+    assert await eventually(lambda: len(trims) > during, timeout=30)  # once idle for IDLE_TRIM_S after the work
     assert not engine._heap.dirty
     await asyncio.sleep(1.5)
-    assert len(trims) == 1  # and only once: nothing was freed since
+    assert len(trims) == during + 1  # and only once: nothing was freed since
 
 
 async def test_the_shared_prompt_head_is_computed_once_and_changes_no_token(model, runner, monkeypatch):

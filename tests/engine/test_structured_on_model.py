@@ -7,8 +7,10 @@ import pytest
 
 from server.engine.request import OutOfMemory, SamplingParams
 from server.runner.loader import LoadConfig, load_model
-from tests.engine.test_engine_on_model import make_engine, prompt, run_to_end
-from tests.faults import replaced
+from tests.support.engine_on_model import make_engine, prompt, run_to_end
+from tests.support.faults import replaced
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 SCHEMA = {"type": "object", "properties": {"kind": {"enum": ["bark", "meow", "chirp"]}, "loud": {"type": "boolean"},
           "n": {"type": "integer", "minimum": 0, "maximum": 999}}, "required": ["kind", "loud", "n"],

@@ -16,8 +16,8 @@ from server.engine.request import SamplingParams
 from server.metrics import Metrics
 from server.runner.loader import LoadConfig, load_model
 from server.runner.model_runner import Qwen2AudioRunner
-from tests.audio_samples import tone
 from tests.gpu.conftest import report
+from tests.support.audio_samples import tone
 
 SECONDS = (1.0, 3.0, 7.5, 12.0, 0.5, 20.0, 5.0, 29.0)  # clips of many lengths: rows of many widths
 STEPS = 32

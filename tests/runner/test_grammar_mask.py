@@ -10,6 +10,8 @@ from server.engine.request import SamplingParams
 from server.runner.grammar import GrammarCompiler
 from server.runner.sampler import BatchSampler
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 VOCAB = 156_032  # the model's logits (the tokenizer's 151,649 tokens padded)
 EOS = (151643, 151645)
 SCHEMA = {"type": "object", "properties": {"kind": {"enum": ["bark", "meow"]}, "n": {"type": "integer", "minimum": 0,

@@ -7,6 +7,8 @@ import pytest
 
 from server.runner.loader import LoadConfig, load_model
 
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
+
 
 @pytest.fixture
 def checkpoint(tiny_model_dir, tmp_path):
@@ -23,7 +25,7 @@ def checkpoint(tiny_model_dir, tmp_path):
 
 
 def test_the_checkpoints_own_values_are_the_defaults(checkpoint):
-    # the sampling values of Qwen/Qwen2-Audio-7B-Instruct's generation_config.json (tests/fixtures)
+    # the sampling values of Qwen/Qwen2-Audio-7B-Instruct's generation_config.json (tests/support/qwen2_audio_7b_instruct.json)
     folder = checkpoint(do_sample=True, temperature=0.7, top_k=20, top_p=0.5, repetition_penalty=1.1,
                         eos_token_id=[151643, 151645], pad_token_id=151643)
     info = load_model(LoadConfig(folder, kv_cache_tokens=4096)).info

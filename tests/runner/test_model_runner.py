@@ -8,7 +8,9 @@ from server.engine.interface import PrefillInput
 from server.engine.request import OutOfMemory, SamplingParams
 from server.runner import kv_cache
 from server.runner.loader import LoadConfig, load_model
-from tests.audio_samples import tone
+from tests.support.audio_samples import tone
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 GREEDY = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
 

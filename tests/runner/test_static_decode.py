@@ -6,7 +6,9 @@ import pytest
 from server.engine.request import SamplingParams
 from server.runner import kv_cache
 from server.runner.static_decode import row_bucket
-from tests.runner.runners import make_runner, requests
+from tests.support.runners import make_runner, requests
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 GREEDY = SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True)
 SEEDED = SamplingParams(max_tokens=400, temperature=0.8, top_k=20, top_p=0.9, seed=3, repetition_penalty=1.1,

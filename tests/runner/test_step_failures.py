@@ -14,7 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from server.engine.request import OutOfMemory
 from server.runner.model_runner import Qwen2AudioRunner
-from tests.runner.runners import make_runner, requests
+from tests.support.runners import make_runner, requests
+
+pytestmark = pytest.mark.transformers  # scripts/test runs it on the lowest supported transformers too
 
 
 class FailAt(TorchDispatchMode):

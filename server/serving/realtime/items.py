@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from server.api.protocol.realtime import text_item, user_audio_item
+from server.protocol.realtime import text_item, user_audio_item
 
 
 @dataclass

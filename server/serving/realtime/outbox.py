@@ -9,6 +9,8 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
+EventSink = Callable[[dict], None]  # how a session's parts send a server event: put it in the outbox, never wait
+
 
 class Outbox:
     def __init__(self, size: int) -> None:

@@ -1,26 +1,35 @@
 """The model's answers in a `realtime` session: response.create -> one chat completion over the conversation,
 streamed as OpenAI's response events; at most one response at a time, cancelled by response.cancel or, with
-`interrupt_response`, by the user starting to speak."""
+`interrupt_response`, by the user starting to speak.
+
+The responder reads the conversation's items and appends its answers to them; it sends events through the
+session's sink and reaches the engine through chat's serving (its engine, model description and limits)."""
 
 import asyncio
 import logging
+from typing import Literal
 
-from server.api.errors import APIError
-from server.api.protocol.realtime import ResponseParams, event, new_id, response_usage
 from server.engine.conversation import audio_part, message, text_part
-from server.engine.request import EngineError, Prompt, SamplingParams
-from server.serving.generation import Completion, events, prepare, submit
-from server.serving.realtime.errors import ClientError
+from server.engine.request import EngineError, Prompt
+from server.protocol.errors import APIError
+from server.protocol.realtime import ResponseParams, event, new_id, response_usage
+from server.protocol.realtime import Session as SessionConfig
+from server.serving.generation import Completion, Endpoint, events, prepare, submit
 from server.serving.realtime.items import Item
+from server.serving.realtime.outbox import EventSink
+from server.serving.realtime.refusals import ClientError
+from server.serving.sampling import MIN_ANSWER_ROOM, answer_limit, realtime_answer_params
 
 logger = logging.getLogger(__name__)
 DROPPED_NOTE = "(Earlier turns of this conversation were left out to fit the model's context.)"
 
 
 class Responder:
-    def __init__(self, session, conversation) -> None:
-        self.session = session
-        self.conversation = conversation
+    def __init__(self, emit: EventSink, session_id: str, items: list[Item], chat: Endpoint) -> None:
+        self.emit = emit
+        self.session_id = session_id
+        self.items = items  # the conversation's, in order: answers are appended to it
+        self.chat = chat
         self.task: asyncio.Task | None = None
         self.response_id: str | None = None
         self.cancel_reasons: dict[str, str] = {}  # response id -> why it was cancelled
@@ -29,8 +38,9 @@ class Responder:
     def active(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    def start(self, params: ResponseParams | None) -> None:
-        """A new response; one being cancelled (the user spoke again) ends first."""
+    def start(self, params: ResponseParams | None, session: SessionConfig) -> None:
+        """A new response; one being cancelled (the user spoke again) ends first. The response's `instructions` and
+        `max_output_tokens` win over the session's."""
         params = params or ResponseParams()
         if self.active and not self.task.cancelling():
             raise ClientError(f"the conversation already has an active response ({self.response_id}); cancel it "
@@ -40,7 +50,9 @@ class Responder:
                               "to [\"text\"]", "unsupported_modality", "response.output_modalities")
         previous = self.task if self.active else None
         self.response_id = new_id("resp")
-        self.task = asyncio.create_task(self._respond(self.response_id, params, previous))
+        instructions = params.instructions if params.instructions is not None else session.instructions
+        limit = params.max_output_tokens or session.max_output_tokens
+        self.task = asyncio.create_task(self._respond(self.response_id, params, (instructions, limit), previous))
 
     def interrupt(self, reason: str) -> bool:
         """Cancel the response in progress, without waiting for it to end."""
@@ -59,30 +71,31 @@ class Responder:
         await asyncio.gather(task, return_exceptions=True)
         return True
 
-    async def _respond(self, response_id: str, params: ResponseParams, previous: asyncio.Task | None) -> None:
+    async def _respond(self, response_id: str, params: ResponseParams, asked: tuple[str | None, int | Literal["inf"] | None],
+                       previous: asyncio.Task | None) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
-        emit = self.session.emit
+        emit = self.emit
         answer = Item(new_id("item"), "assistant")
         in_conversation = params.conversation != "none"  # "none": an answer outside the conversation
         base = {"id": response_id, "object": "realtime.response",
-                "conversation_id": self.session.id if in_conversation else None,
+                "conversation_id": self.session_id if in_conversation else None,
                 "output_modalities": ["text"], "max_output_tokens": params.max_output_tokens or "inf"}
         emit(event("response.created", response={**base, "status": "in_progress", "output": []}))
         place = {"response_id": response_id, "item_id": answer.id, "output_index": 0, "content_index": 0}
         emit(event("response.output_item.added", response_id=response_id, output_index=0,
                    item=answer.wire("in_progress")))
-        heard = list(self.conversation.items)
+        heard = list(self.items)
         previous = heard[-1].id if heard else None
         if in_conversation:
-            self.conversation.items.append(answer)
+            self.items.append(answer)
             emit(event("conversation.item.added", previous_item_id=previous, item=answer.wire("in_progress")))
         emit(event("response.content_part.added", **place, part={"type": "text", "text": ""}))
         completion, prompt = Completion(), None
         status, details = "completed", None
         try:
-            prompt, stream = await self._submit(params, heard)
-            async for output in events(stream, self.session.services.settings.request_timeout_s):
+            prompt, stream = await self._submit(*asked, heard)
+            async for output in events(stream, self.chat.timeout_s):
                 completion.add(output)
                 if output.text:
                     emit(event("response.output_text.delta", **place, delta=output.text))
@@ -107,29 +120,22 @@ class Responder:
         emit(event("response.done", response={**base, "status": status, "status_details": details,
                                               "output": [item], "usage": _usage(prompt, completion)}))
 
-    async def _submit(self, params: ResponseParams, items: list[Item]):
+    async def _submit(self, instructions: str | None, limit: int | Literal["inf"] | None, items: list[Item]):
         """The answer's request in the engine: the conversation so far (`items`), as much of it as fits."""
-        services = self.session.services
-        info, engine = services.chat.info, services.chat.engine
-        instructions = params.instructions if params.instructions is not None else self.session.config.instructions
-        limit = params.max_output_tokens or self.session.config.max_output_tokens
-        budget = services.chat.default_max_tokens if limit in (None, "inf") else int(limit)
+        info, engine = self.chat.info, self.chat.engine
+        budget = answer_limit(limit, self.chat.default_max_tokens)
         dropped = 0
         while True:
             conversation, clips = _chat(instructions, items[dropped:], dropped > 0)
             prompt = await prepare(engine, conversation, clips)
-            if prompt.num_tokens + min(budget, 64) <= info.max_model_len or dropped >= len(items) - 1:
+            if prompt.num_tokens + min(budget, MIN_ANSWER_ROOM) <= info.max_model_len or dropped >= len(items) - 1:
                 break
             dropped += 1
         if dropped:
             logger.info("response: the %d oldest turns were left out to fit the context of %d tokens", dropped,
                         info.max_model_len)
-        max_tokens = max(1, min(budget, info.max_model_len - prompt.num_tokens))
-        defaults = info.sampling_defaults
-        sampling = SamplingParams(max_tokens, temperature=defaults.get("temperature", 1.0),
-                                  top_p=defaults.get("top_p", 1.0), top_k=max(0, int(defaults.get("top_k", 0))),
-                                  repetition_penalty=defaults.get("repetition_penalty", 1.0))
-        stream = submit(engine, services.metrics, prompt, sampling)
+        sampling = realtime_answer_params(limit, prompt, info, self.chat.default_max_tokens)
+        stream = submit(engine, self.chat.metrics, prompt, sampling)
         return prompt, stream
 
 

@@ -2,21 +2,22 @@
 
 Client events arrive one at a time (`receive`); server events leave through `emit`, which never waits. Work that
 takes the engine (transcripts, answers) runs in tasks of its own, so a session keeps taking audio while it waits.
+The session builds its parts and hands each only what it uses: the transcriber its serving and the sink, the voice
+chat (a `realtime` session's conversation) the sink, the VAD and chat's serving, and each call the configuration.
 """
 
 import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 from pydantic import ValidationError
 
-from server.api.errors import describe_validation_error
-from server.api.protocol.audio import TranscriptionRequest
-from server.api.protocol.realtime import (
+from server.audio.clip import SAMPLE_RATE
+from server.protocol.audio import TranscriptionRequest
+from server.protocol.realtime import (
     CLIENT_EVENTS,
     UNSUPPORTED_EVENTS,
     AppendAudio,
@@ -30,13 +31,22 @@ from server.api.protocol.realtime import (
     new_id,
     user_audio_item,
 )
-from server.audio.clip import SAMPLE_RATE
+from server.protocol.validation import describe_validation_error
 from server.serving.languages import language_name
-from server.serving.realtime.audio_in import AudioDecoder, InvalidAudio, decode_base64
-from server.serving.realtime.errors import CLOSE_BUFFER_FULL, CLOSE_MESSAGE_TOO_BIG, ClientError, Close
-from server.serving.realtime.services import Services
+from server.serving.realtime.audio_decoder import AudioDecoder, InvalidAudio, decode_base64
+from server.serving.realtime.outbox import EventSink
+from server.serving.realtime.refusals import CLOSE_BUFFER_FULL, CLOSE_MESSAGE_TOO_BIG, ClientError, Close
+from server.serving.realtime.services import RealtimeLimits, Services
 from server.serving.realtime.transcriber import Transcriber
-from server.serving.realtime.turns import IdleTimeout, InputBuffer, SpeechStarted, SpeechStopped, TurnDetector, ms
+from server.serving.realtime.turn_detection import (
+    IdleTimeout,
+    InputBuffer,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetector,
+    ms,
+)
+from server.serving.realtime.voice_chat import VoiceChat
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +55,10 @@ OFF_LOOP_S = 1.0  # appends of more audio than this are decoded and scored in a 
 
 
 class RealtimeSession:
-    def __init__(self, services: Services, session_type: Literal["realtime", "transcription"], model: str,
-                 emit: Callable[[dict], None]) -> None:
+    def __init__(self, services: Services, limits: RealtimeLimits, session_type: Literal["realtime", "transcription"],
+                 model: str, emit: EventSink) -> None:
         self.services = services
-        self.limits = services.settings
+        self.limits = limits
         self.id = new_id("sess")
         self.emit = emit
         self.config = Session(type=session_type, model=model)
@@ -58,7 +68,7 @@ class RealtimeSession:
         self.speech_item: str | None = None  # the item speech_started announced
         self.last_item: str | None = None
         self.transcriber = Transcriber(services.transcription, services.detector, services.metrics, emit)
-        self.conversation = services.conversation(self) if session_type == "realtime" else None
+        self.voice_chat = self._new_voice_chat() if session_type == "realtime" else None
 
     def created(self) -> dict:
         return event("session.created", session=self.config.to_wire(self.id))
@@ -66,14 +76,14 @@ class RealtimeSession:
     async def close(self) -> None:
         """The session ends: nothing it started may go on in the engine."""
         await self.transcriber.cancel_all()
-        if self.conversation is not None:
-            await self.conversation.cancel_all()
+        if self.voice_chat is not None:
+            await self.voice_chat.cancel_all()
 
     async def receive(self, text: str) -> None:
         """One client message; a refused one is answered with an `error` event naming its event_id."""
-        if len(text) > self.limits.realtime_max_message_mb * 2**20:
+        if len(text) > self.limits.max_message_mb * 2**20:
             raise Close(CLOSE_MESSAGE_TOO_BIG, f"the message is larger than the server's limit of "
-                        f"{self.limits.realtime_max_message_mb:g} MiB (--realtime-max-message-mb)", "message_too_large")
+                        f"{self.limits.max_message_mb:g} MiB (--realtime-max-message-mb)", "message_too_large")
         event_id = None
         try:
             try:
@@ -113,10 +123,10 @@ class RealtimeSession:
             case ClearAudio():
                 self._clear()
             case _:
-                if self.conversation is None:
+                if self.voice_chat is None:
                     raise ClientError(f"{client_event.type} needs a realtime session (session.type `realtime`); this "
                                       "is a transcription session", "invalid_session_type", "type")
-                await self.conversation.handle(client_event)
+                await self.voice_chat.handle(client_event, self.config)
 
     def _update(self, update: dict) -> None:
         try:
@@ -126,17 +136,18 @@ class RealtimeSession:
             raise ClientError(f"session.{param}: {message.split(': ', 1)[-1]}" if param else message,
                               "invalid_value", f"session.{param}" if param else "session") from exc
         self._check(config)
+        config.model = self.config.model  # the served model's id, whatever accepted id the client names
         old, self.config = self.config, config
         if config.audio.input.format.type != old.audio.input.format.type:
             self.decoder = AudioDecoder(config.audio.input.format.type)
         if config.audio.input.turn_detection != old.audio.input.turn_detection:
             self.turns = self._turn_detector()
         if config.type != old.type:  # nothing was said yet (_check): the session becomes the other kind
-            self.conversation = self.services.conversation(self) if config.type == "realtime" else None
+            self.voice_chat = self._new_voice_chat() if config.type == "realtime" else None
         self.emit(event("session.updated", session=config.to_wire(self.id)))
 
     def _check(self, config: Session) -> None:
-        said = self.last_item is not None or (self.conversation is not None and self.conversation.items)
+        said = self.last_item is not None or (self.voice_chat is not None and self.voice_chat.items)
         if config.type != self.config.type and said:
             raise ClientError(f"session.type cannot change from {self.config.type!r} to {config.type!r} once the "
                               "session has items; open a new session (GET /v1/realtime?intent=transcription for "
@@ -152,6 +163,9 @@ class RealtimeSession:
             raise ClientError(f"unknown language {transcription.language!r}; use an ISO-639-1 code such as 'en'",
                               "invalid_value", "session.audio.input.transcription.language")
 
+    def _new_voice_chat(self) -> VoiceChat:
+        return VoiceChat(self.emit, self.services.detector, self.services.chat, self.id)
+
     def _turn_detector(self) -> TurnDetector | None:
         vad = self.config.audio.input.turn_detection
         return TurnDetector(self.services.detector, vad, self.buffer.end) if vad is not None else None
@@ -162,9 +176,9 @@ class RealtimeSession:
         except InvalidAudio as exc:
             raise ClientError(f"input_audio_buffer.append: {exc}", "invalid_value", "audio") from exc
         held = self.buffer.uncommitted / SAMPLE_RATE + self.decoder.seconds(data)
-        if held > self.limits.realtime_max_buffer_s:
+        if held > self.limits.max_buffer_s:
             raise Close(CLOSE_BUFFER_FULL, f"the input audio buffer would hold {held:.1f} s of uncommitted audio, "
-                        f"more than the server's limit of {self.limits.realtime_max_buffer_s:g} s "
+                        f"more than the server's limit of {self.limits.max_buffer_s:g} s "
                         "(--realtime-max-buffer-s): commit it sooner, or use server VAD", "input_audio_buffer_full")
         turns, end = self.turns, self.buffer.end
 
@@ -188,8 +202,8 @@ class RealtimeSession:
             self.speech_item = new_id("item")
             self.emit(event("input_audio_buffer.speech_started", audio_start_ms=ms(turn.start),
                             item_id=self.speech_item))
-            if self.conversation is not None:
-                self.conversation.speech_started()
+            if self.voice_chat is not None:
+                self.voice_chat.speech_started(self.config)
         elif isinstance(turn, SpeechStopped):
             item_id, self.speech_item = self.speech_item or new_id("item"), None
             self.emit(event("input_audio_buffer.speech_stopped", audio_end_ms=ms(turn.end), item_id=item_id))
@@ -218,8 +232,8 @@ class RealtimeSession:
         self.emit(event("input_audio_buffer.cleared"))
 
     def _last_item(self) -> str | None:
-        if self.conversation is not None:  # text items and answers are in the conversation too
-            return self.conversation.items[-1].id if self.conversation.items else None
+        if self.voice_chat is not None:  # text items and answers are in the conversation too
+            return self.voice_chat.items[-1].id if self.voice_chat.items else None
         return self.last_item
 
     def _commit_turn(self, start: int, end: int, item_id: str, by_vad: bool) -> None:
@@ -229,17 +243,17 @@ class RealtimeSession:
         self.last_item = item_id
         self.emit(event("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id))
         self.emit(event("conversation.item.added", previous_item_id=previous,
-                        item=user_audio_item(item_id, "in_progress" if self.conversation is None else "completed",
+                        item=user_audio_item(item_id, "in_progress" if self.voice_chat is None else "completed",
                                              None)))
         logger.info("turn %s: %.2f s of audio committed by %s", item_id, samples.shape[0] / SAMPLE_RATE,
                     "server VAD" if by_vad else "the client")
         transcription = self.config.audio.input.transcription
-        if self.conversation is not None:
-            self.conversation.add_user_audio(item_id, previous, samples, by_vad)
-        if self.conversation is None or transcription is not None:  # a transcription session transcribes anyway
+        if self.voice_chat is not None:
+            self.voice_chat.add_user_audio(item_id, previous, samples, by_vad, self.config)
+        if self.voice_chat is None or transcription is not None:  # a transcription session transcribes anyway
             request = TranscriptionRequest(model=self.config.model or "-",
                                            language=transcription.language if transcription else None,
                                            prompt=transcription.prompt if transcription else None)
             logprobs = "item.input_audio_transcription.logprobs" in (self.config.include or [])
-            on_done = self.conversation.transcribed if self.conversation is not None else None
+            on_done = self.voice_chat.transcribed if self.voice_chat is not None else None
             self.transcriber.start(item_id, samples, request, logprobs, ended_at, on_done)

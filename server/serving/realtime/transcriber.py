@@ -13,12 +13,12 @@ from contextlib import aclosing
 
 import numpy as np
 
-from server.api.errors import APIError
-from server.api.protocol.audio import TranscriptionRequest
-from server.api.protocol.realtime import event, user_audio_item
 from server.audio.chunking import Clip, SpeechClips
 from server.audio.vad import SpeechDetector
 from server.metrics import Metrics
+from server.protocol.audio import TranscriptionRequest
+from server.protocol.errors import APIError
+from server.protocol.realtime import event, user_audio_item
 from server.serving.formats import TranscribedClip, join_texts, transcription_logprobs, transcription_usage
 from server.serving.generation import timed_out
 from server.serving.transcription import TranscriptionServing

@@ -1,0 +1,28 @@
+"""`bench --diarization` writes its accuracy table and cost against a real server transcribing the same file."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.speech import requires_espeak
+
+
+@requires_espeak
+@pytest.mark.slow
+def test_bench_diarization_scores_every_conversation_and_times_a_file(tiny_model_dir, tmp_path):
+    out = tmp_path / "diarization"
+    run = subprocess.run(
+        [sys.executable, "-m", "server", "bench", "--diarization", "--model", tiny_model_dir, "--diarization-minutes",
+         "0.5", "--output-tokens", "4", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "diarization.json").read_text())
+    assert len(result["calibration"]) == 9 and len(result["held-out"]) == 4
+    for row in result["calibration"] + result["held-out"]:
+        assert row["found"] == row["speakers"] and row["anonymous"] >= 0.95 and row["known"] >= 0.95, row
+    cost = result["cost"]
+    assert cost["diarization_s"] > cost["vad_s"] > 0 and cost["transcription_s"] > 0 and cost["turns"] > 0
+    assert "held-out: anonymous mean" in (out / "diarization.md").read_text()
