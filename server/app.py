@@ -15,7 +15,7 @@ from server.api.openapi import DESCRIPTION, install_openapi
 from server.api.routes import public, v1
 from server.api.websocket import router as realtime
 from server.audio.vad import SpeechDetector
-from server.config import Settings
+from server.config import STEP_SETTINGS_DIR, Settings
 from server.engine.engine import Engine, EngineConfig
 from server.engine.interface import LoadedModel, ModelInfo
 from server.metrics import Metrics
@@ -41,7 +41,7 @@ def load(settings: Settings) -> LoadedModel:
         quantization_backend=settings.quantization_backend, quantize_audio_encoder=settings.quantize_audio_encoder,
         prompt_format=settings.prompt_format, kv_cache_tokens=settings.kv_cache_tokens,
         max_batch_size=settings.max_batch_size, memory_utilization=settings.memory_utilization,
-        enforce_eager=settings.enforce_eager,
+        enforce_eager=settings.enforce_eager, cpu_threads=settings.cpu_threads, step_settings_dir=STEP_SETTINGS_DIR,
     ))
 
 

@@ -7,7 +7,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
-RANDOM_MODEL_DIR = Path.home() / ".cache" / "qwen2-audio-server" / "tiny-random"
+CACHE_DIR = Path.home() / ".cache" / "qwen2-audio-server"
+RANDOM_MODEL_DIR = CACHE_DIR / "tiny-random"
+STEP_SETTINGS_DIR = CACHE_DIR / "step-settings"  # measured CPU step settings, a file per model shape and machine
 
 
 class Settings(BaseSettings):
@@ -78,6 +80,8 @@ class Settings(BaseSettings):
     """Run each decode step eagerly. --no-enforce-eager captures the step in CUDA graphs instead (one launch per step, a static-shape step over the KV buffers; on a CPU the same static step runs without graphs). Eager by default until a GPU has run tests/gpu green with graphs (docs/gpu.md)."""
     kv_cache_tokens: int = Field(0, ge=0)
     """KV-cache budget in tokens the scheduler fills (0: what --memory-utilization leaves after the weights and activations)."""
+    cpu_threads: int = Field(0, ge=0, le=4096)
+    """On a CPU, torch's threads for every part of every step. 0: each part (the prefill; a decode step's layers and its output projection, per batch size) takes the count measured fastest over the server's first steps, logged as it settles (README, Benchmark)."""
     default_max_tokens: int = Field(1024, ge=1)
     """Output-token limit of a request that sets none."""
     max_upload_mb: float = Field(1024.0, gt=0)

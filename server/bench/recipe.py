@@ -28,6 +28,22 @@ class _FirstToken:
 
 def run_recipe(model_dir: str, requests: list[BenchRequest], output_tokens: int, device: str, dtype: str) -> dict:
     import torch
+
+    processor, model, device = load_recipe(model_dir, device, dtype)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    generate(processor, model, requests[0], 2, device)  # warm-up, as the server warms up at start
+    rows, started = [], time.perf_counter()
+    for request in requests:
+        rows.append(generate(processor, model, request, output_tokens, device))
+    wall = time.perf_counter() - started
+    gpu_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return {"wall_s": wall, "requests": rows, "gpu_peak_bytes": gpu_peak}
+
+
+def load_recipe(model_dir: str, device: str, dtype: str):
+    """The processor and model as the recipe loads them, and the device they are on."""
+    import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
@@ -35,24 +51,16 @@ def run_recipe(model_dir: str, requests: list[BenchRequest], output_tokens: int,
                    "float16": torch.float16, "float32": torch.float32}[dtype]
     processor = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=torch_dtype, device_map=device).eval()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    _generate(processor, model, requests[0], 2, device)  # warm-up, as the server warms up at start
-    rows, started = [], time.perf_counter()
-    for request in requests:
-        rows.append(_generate(processor, model, request, output_tokens, device))
-    wall = time.perf_counter() - started
-    gpu_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    return {"wall_s": wall, "requests": rows, "gpu_peak_bytes": gpu_peak}
+    return processor, model, device
 
 
-def _generate(processor, model, request: BenchRequest, output_tokens: int, device: str) -> dict:
+def generate(processor, model, request: BenchRequest, output_tokens: int, device: str, streamer=None) -> dict:
     import torch
 
     started = time.perf_counter()
     text = processor.apply_chat_template(audio_question(request.instruction), add_generation_prompt=True, tokenize=False)
     inputs = processor(text=text, audio=[request.samples], sampling_rate=SAMPLE_RATE, return_tensors="pt").to(device)
-    streamer = _FirstToken()
+    streamer = streamer or _FirstToken()
     with torch.inference_mode():
         out = model.generate(**inputs, do_sample=False, max_new_tokens=output_tokens, min_new_tokens=output_tokens,
                              streamer=streamer)

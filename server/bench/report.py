@@ -1,9 +1,14 @@
 """Figures from timed requests, ratios against the baselines, and the JSON / markdown / PNG outputs."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+
+from server.bench import machine
+
+logger = logging.getLogger(__name__)
 
 
 def figures(system: str, concurrency: int, run: dict, peak_rss: int, gpu_peak: int | None, forced_tokens: int) -> dict:
@@ -52,17 +57,21 @@ def ratios(results: list[dict]) -> dict:
 def write(out_dir: Path, meta: dict, results: list[dict]) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"meta": meta, "results": results, "ratios": ratios(results)}
+    summary["chart"] = _chart(out_dir / "bench.png", results)
     (out_dir / "bench.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "bench.md").write_text(markdown(summary))
-    _chart(out_dir / "bench.png", results)
     return summary
 
 
 def markdown(summary: dict) -> str:
     meta = summary["meta"]
     lines = [
-        f"Model `{meta['model']}` ({meta['preset'] or 'folder'}), {meta['device']}, {meta['requests']} requests of "
+        f"Model `{meta['model']}` ({meta['preset'] or 'folder'}), {meta['requests']} requests of "
         f"{meta['clip_seconds']} s clips ({', '.join(meta['tasks'])}), {meta['output_tokens']} output tokens each.",
+        "",
+        f"Machine: {machine.line(meta['machine'], meta['step_settings'])}.",
+        "",
+        f"Command: `{meta['command']}`",
         "",
         "| system | concurrency | req/s | output tok/s | RTFx | TTFT p50 / p95 (s) | latency p50 / p95 (s) | peak RSS (GiB) | peak GPU (GiB) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -75,11 +84,19 @@ def markdown(summary: dict) -> str:
         )
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in summary["ratios"].items()]
+    if summary.get("chart"):
+        lines += ["", summary["chart"]]
     return "\n".join(lines) + "\n"
 
 
-def _chart(path: Path, results: list[dict]) -> None:
-    import matplotlib
+def _chart(path: Path, results: list[dict]) -> str | None:
+    """bench.png; None when drawn, else why not (the tables never depend on it)."""
+    try:
+        import matplotlib
+    except ImportError:
+        note = "bench.png skipped: matplotlib is not installed (`scripts/setup bench` installs it)"
+        logger.warning(note)
+        return note
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,6 +112,7 @@ def _chart(path: Path, results: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return None
 
 
 def _pct(values: list[float], q: int) -> float:

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from server.bench import machine
 from server.bench.http_load import ServerProcess, free_port, run_load
 from server.bench.recipe import run_recipe
 from server.bench.report import figures, write
@@ -64,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
                    help="with --diarization: only sweep its thresholds on the calibration voices (calibration.md)")
     p.add_argument("--quantize-audio-encoder", action="store_true",
                    help="with --memory: quantize the audio encoder too (as serve --quantize-audio-encoder)")
+    p.add_argument("--step-split", action="store_true",
+                   help="instead: where a decode step's time goes (layers, output projection, sampling, the rest), in "
+                        "this server's engine at each --concurrency and in model.generate (step_split.json, .md)")
+    p.add_argument("--cpu-threads", type=int, default=0,
+                   help="run this server with serve --cpu-threads N (default: the step settings it measures)")
     return p
 
 
@@ -97,6 +103,16 @@ def main(argv: list[str]) -> int:
         print(realtime_table(run_realtime(model_dir, [int(n) for n in args.realtime.split(",")], args.clip_seconds or 30,
                                           args.output_tokens, args.device, args.dtype, Path(args.out))))
         return 0
+    if args.step_split:
+        from server.bench.step_split import run_step_split
+
+        args.clip_seconds = args.clip_seconds or 5.0
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        requests = Workload(args.requests, args.clip_seconds, args.output_tokens, tuple(args.tasks.split(","))).build()
+        run_step_split(model_dir, requests, [int(c) for c in args.concurrency.split(",")], args, out)
+        print((out / "step_split.md").read_text())
+        return 0
     if args.long_audio:
         from server.bench.long_audio import run_long_audio, table
 
@@ -125,7 +141,9 @@ def main(argv: list[str]) -> int:
         results += _transformers_serve(model_dir, requests, max(levels), args, out)
     meta = {"model": model_dir, "preset": None if args.model else args.preset, "device": _device_name(args.device),
             "requests": args.requests, "clip_seconds": args.clip_seconds, "output_tokens": args.output_tokens,
-            "tasks": workload.tasks, "date": time.strftime("%Y-%m-%d %H:%M")}
+            "tasks": workload.tasks, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine.describe(args.device),
+            "step_settings": machine.step_settings(model_dir, args.device, args.dtype, args.cpu_threads),
+            "command": "qwen2-audio-server bench " + " ".join(argv)}
     summary = write(out, meta, results)
     print((out / "bench.md").read_text())
     return 0 if summary["results"] else 1
@@ -161,10 +179,15 @@ def _ours(model_dir: str, requests, levels: list[int], args, out: Path, graphs: 
     port = free_port()
     command = [sys.executable, "-m", "server", "serve", "--model", model_dir, "--served-model-name", "bench",
                "--port", str(port), "--device", args.device, "--dtype", args.dtype,
-               "--max-batch-size", str(max(levels)), "--log-level", "warning"] + (["--no-enforce-eager"] if graphs else [])
+               "--max-batch-size", str(max(levels)), "--log-level", "warning", "--cpu-threads", str(args.cpu_threads),
+               ] + (["--no-enforce-eager"] if graphs else [])
     name = "qwen2-audio-server" + (" (--no-enforce-eager)" if graphs else "")
     rows = []
     with ServerProcess(command, f"http://127.0.0.1:{port}", "/ready", out / f"server{'-graphs' if graphs else ''}.log") as server:
+        for level in levels:  # untimed: on a CPU the server measures its step settings over its first steps of
+            # each batch size (as the recipe gets a warm-up call)
+            asyncio.run(run_load(server.base_url, "bench", requests[:level], args.output_tokens, level, "ours"))
+        server.peak_rss = 0  # the timed levels' peaks, as before the warm-up
         for level in levels:
             logger.info("qwen2-audio-server: %d requests at concurrency %d", len(requests), level)
             run = asyncio.run(run_load(server.base_url, "bench", requests, args.output_tokens, level, "ours"))

@@ -25,6 +25,7 @@ from server.runner.detokenizer import HFDetokenizer
 from server.runner.model_runner import Qwen2AudioRunner
 from server.runner.processor import PromptProcessor, audio_tokens_per_second
 from server.runner.quantization import UnsupportedQuantization, quantization_config, resolve_backend, weights_bytes
+from server.runner.step_settings import cpu_name
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class LoadConfig:
     max_batch_size: int = 16
     memory_utilization: float = 0.9
     enforce_eager: bool = True  # False: the static-shape decode step, captured in CUDA graphs on CUDA
+    cpu_threads: int = 0  # on a CPU, torch's threads for every part of a step; 0: measured per part (runner/cpu.py)
+    step_settings_dir: Path | None = None  # where measured CPU step settings are kept; None: measured every start
 
 
 def load_model(config: LoadConfig) -> LoadedModel:
@@ -66,13 +69,15 @@ def load_model(config: LoadConfig) -> LoadedModel:
     weights = weights_bytes(model)
     random_weights = (Path(config.model_path) / RANDOM_WEIGHTS_MARKER).exists()
     _log_loaded(config, model, weights, backend, device, dtype, random_weights, time.perf_counter() - started)
-    if cpu.can_pack(device, dtype, quantized=backend is not None):
-        logger.info("%d linear layers packed for oneDNN", cpu.pack_linears(model))
+    threads = None
+    if device.type == "cpu":
+        threads = cpu.prepare_cpu(model, dtype, backend and config.quantization, config.max_batch_size,
+                                  config.cpu_threads, config.step_settings_dir)
 
     eos_token_ids = _eos_ids(model.generation_config, tokenizer)
     static = not config.enforce_eager
     runner = Qwen2AudioRunner(model, device, dtype, tokenizer.pad_token_id, eos_token_ids, static_decode=static,
-                              cuda_graphs=static and device.type == "cuda")
+                              cuda_graphs=static and device.type == "cuda", threads=threads)
     prompt_format = _prompt_format(config.prompt_format, config.model_path)
     processor = PromptProcessor(hf_processor, model.config.audio_token_id, chat=prompt_format == "chat")
     detokenizer = HFDetokenizer(copy.deepcopy(tokenizer))  # its own copy: it runs on another thread
@@ -166,7 +171,7 @@ def _device(device: str) -> torch.device:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU, {torch.get_num_threads()} threads"
+    return f"CPU {cpu_name()}, {cpu.THREADS_AT_START} threads"
 
 
 def _log_loaded(config: LoadConfig, model, weights: int, backend: str | None, device: torch.device,

@@ -16,16 +16,20 @@ from server.engine.request import BatchLost, OutOfMemory, Prompt, SamplingParams
 from server.runner import kv_cache
 from server.runner.audio_encoder import AudioEncoder
 from server.runner.batch import Batch
-from server.runner.cpu import StepThreads
+from server.runner.cpu import THREADS_AT_START
 from server.runner.language_model import LanguageModel
 from server.runner.prefix_cache import PrefixCache
 from server.runner.sampler import BatchSampler
 from server.runner.static_decode import StaticDecoder, row_bucket
+from server.runner.step_threads import DecodeStep, StepSplit, StepThreads
+
+PROBE_TUNING_S = 10.0  # most of its start-up the warm-up spends measuring step settings (the rest settle online)
 
 
 class Qwen2AudioRunner:
     def __init__(self, model, device: torch.device, dtype: torch.dtype, pad_token_id: int,
-                 eos_token_ids: tuple[int, ...], static_decode: bool = False, cuda_graphs: bool = False) -> None:
+                 eos_token_ids: tuple[int, ...], static_decode: bool = False, cuda_graphs: bool = False,
+                 threads: StepThreads | None = None) -> None:
         self.model = model
         self.device, self.dtype = device, dtype
         self._language_model = LanguageModel(model.model.language_model)
@@ -35,7 +39,7 @@ class Qwen2AudioRunner:
         self._eos_token_ids = eos_token_ids
         self._encoder = AudioEncoder(model, device, dtype)
         self._prefixes = PrefixCache()
-        self._threads = StepThreads(device)
+        self._threads = threads or StepThreads(device, THREADS_AT_START)
         self._batch: Batch | None = None
         # the static-shape decode step, captured in CUDA graphs where asked (and on CUDA): see static_decode
         self._static = StaticDecoder(model, device, pad_token_id, cuda_graphs) if static_decode or cuda_graphs else None
@@ -47,10 +51,18 @@ class Qwen2AudioRunner:
         """Rows in the running batch."""
         return len(self._batch.seq_ids) if self._batch is not None else 0
 
+    @property
+    def step_split(self) -> StepSplit | None:
+        """Where decode steps' time goes, recorded while set (bench --step-split); None: not recorded."""
+        return self._threads.split
+
+    @step_split.setter
+    def step_split(self, split: StepSplit | None) -> None:
+        self._threads.split = split
+
     # ---- the engine's interface ------------------------------------------------------------------------
     def prefill(self, requests: Sequence[PrefillInput]) -> StepOutput:
-        self._threads.for_prefill()
-        with _out_of_memory_reported():
+        with _out_of_memory_reported(), self._threads.prefill(_tokens(requests)):
             joining, step = self._prefill(requests)
             if self._batch is None:
                 self._batch = joining
@@ -62,15 +74,15 @@ class Qwen2AudioRunner:
     def decode(self) -> StepOutput:
         if self._batch is None:
             return StepOutput({})
-        self._threads.for_decode(self.batch_size)
         with _out_of_memory_reported():
-            step = self._decode(self._batch)
+            step = self._decode(self._batch, self._threads.decode(self.batch_size))
         self.kv_tokens = self._batch.kv_tokens
         return step
 
     def release(self, seq_ids: Collection[int]) -> None:
         if self._batch is None:
             return
+        self._threads.interrupt()
         gone = set(seq_ids)
         rows = [i for i, seq_id in enumerate(self._batch.seq_ids) if seq_id not in gone]
         if not rows:
@@ -81,11 +93,21 @@ class Qwen2AudioRunner:
         self.kv_tokens = self._batch.kv_tokens if self._batch is not None else 0
 
     def run_probe(self, prompt: Prompt) -> None:
-        self._threads.for_prefill()
+        """A short request through a prefill and a decode step (the engine's warm-up, and its check that the model
+        still works). On a CPU, while the thread counts of the prefill and of one-row decode steps are still being
+        measured, it runs them again (for up to PROBE_TUNING_S), so the first requests find them settled."""
+        probe_input = PrefillInput(-1, prompt, SamplingParams(max_tokens=2, temperature=0.0))
+        deadline = time.perf_counter() + PROBE_TUNING_S
         with _out_of_memory_reported():
-            probe, _ = self._prefill([PrefillInput(-1, prompt, SamplingParams(max_tokens=2, temperature=0.0))])
-            self._threads.for_decode(1)
-            self._decode(probe)
+            while True:
+                with self._threads.prefill(_tokens([probe_input])):
+                    probe, _ = self._prefill([probe_input])
+                if not self._threads.measuring("prefill") or time.perf_counter() > deadline:
+                    break
+            while True:
+                self._decode(probe, self._threads.decode(1))
+                if not self._threads.measuring("layers@1", "projection@1", "sampling@1") or time.perf_counter() > deadline:
+                    break
 
     def peak_memory_bytes(self) -> int:
         return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
@@ -113,7 +135,7 @@ class Qwen2AudioRunner:
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_allocated(self.device)
         self.reset_peak_memory()
-        self._decode(batch)
+        self._decode(batch, self._threads.decode(rows))
         peak = torch.cuda.max_memory_allocated(self.device) - before
         del batch
         torch.cuda.empty_cache()
@@ -177,8 +199,9 @@ class Qwen2AudioRunner:
         return kv_cache.with_prefix(self._text_config, prefix, kept, first), first
 
     @torch.inference_mode()
-    def _decode(self, batch: Batch) -> StepOutput:
-        """One token for every row of `batch`. A step that fails leaves the batch as it was before it."""
+    def _decode(self, batch: Batch, step: DecodeStep) -> StepOutput:
+        """One token for every row of `batch`, each part of the step at its own threads (step_threads). A step that
+        fails leaves the batch as it was before it."""
         started = time.perf_counter()
         mask = batch.attention_mask
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, T+1]
@@ -186,16 +209,22 @@ class Qwen2AudioRunner:
         lengths = kv_cache.lengths(batch.cache)
         try:
             if self._static is not None:  # writes the new column outside every row's view, advanced below
-                logits = self._static.logits(batch)
+                with step.part("layers"):
+                    logits = self._static.logits(batch)
             else:
-                logits = self.model.lm_head(self._language_model(
-                    batch.cache, inputs_embeds=self.model.get_input_embeddings()(batch.last_tokens[:, None]),
-                    attention_mask=mask, position_ids=batch.positions[:, None],
-                )[:, -1]).float()
-            token_ids, tokens, logprobs = batch.sampler.sample(logits)
+                with step.part("layers"):
+                    hidden = self._language_model(
+                        batch.cache, inputs_embeds=self.model.get_input_embeddings()(batch.last_tokens[:, None]),
+                        attention_mask=mask, position_ids=batch.positions[:, None],
+                    )[:, -1]  # [B, H]
+                with step.part("projection"):
+                    logits = self.model.lm_head(hidden).float()  # [B, V]
+            with step.part("sampling"):
+                token_ids, tokens, logprobs = batch.sampler.sample(logits)
         except BaseException:
             kv_cache.set_lengths(batch.cache, lengths)  # layers that already took this step's column give it back
             raise
+        step.done()
         if self._static is not None:
             kv_cache.set_lengths(batch.cache, [length + 1 for length in lengths])
         batch.attention_mask, batch.positions, batch.last_tokens = mask, positions, token_ids
@@ -230,6 +259,11 @@ class Qwen2AudioRunner:
             self._batch, self.kv_tokens = None, 0
             _release_cached_memory(self.device)
             raise BatchLost(f"the running batch was lost ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def _tokens(requests: Sequence[PrefillInput]) -> int:
+    """Positions a prefill computes at most (the shared head aside): what its time is measured per."""
+    return sum(r.prompt.num_tokens + len(r.output_ids) for r in requests)
 
 
 def _share_prompts(requests: Sequence[PrefillInput]) -> tuple[list[PrefillInput], list[int] | None]:

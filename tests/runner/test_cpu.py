@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Qwen2AudioForConditionalGeneration
 
-from server.runner.cpu import OneDnnLinear, StepThreads, can_pack, pack_linears
+from server.runner.cpu import OneDnnLinear, can_pack, pack_linears
 from server.tiny_model import preset_config
 from server.tiny_tokenizer import train_tokenizer
 
@@ -42,18 +42,3 @@ def test_packing_is_for_unquantized_float32_on_the_cpu_only():
     assert not can_pack(cpu, torch.float32, quantized=True)
     assert not can_pack(torch.device("cuda"), torch.float32, quantized=False)
 
-
-def test_a_decode_step_of_few_rows_leaves_a_core_to_the_event_loop():
-    threads = StepThreads(torch.device("cpu"))
-    cores = threads.cores  # torch's choice at start (earlier steps in this process may have changed the current)
-    assert cores >= 1
-    try:
-        threads.for_decode(rows=1)
-        assert torch.get_num_threads() == max(1, cores - 1)
-        threads.for_decode(rows=StepThreads.MANY_ROWS)
-        assert torch.get_num_threads() == cores
-        threads.for_decode(rows=2)
-        threads.for_prefill()
-        assert torch.get_num_threads() == cores
-    finally:
-        torch.set_num_threads(cores)

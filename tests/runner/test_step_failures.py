@@ -46,7 +46,7 @@ def state(runner: Qwen2AudioRunner) -> dict:
     return {
         "seq_ids": list(batch.seq_ids), "mask": batch.attention_mask.clone(), "positions": batch.positions.clone(),
         "last": batch.last_tokens.clone(), "generated": list(sampler.generated), "layers": layers,
-        "seen": None if sampler.seen is None else sampler.seen.clone(),
+        "history": None if sampler.history is None else sampler.history.clone(),
         "counts": None if sampler.counts is None else sampler.counts.clone(),
         "generators": [g.get_state() for g in sampler.generators if g is not None],
     }
