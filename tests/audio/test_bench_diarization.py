@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.speech import requires_espeak
+from tests.support.speech import requires_espeak
 
 
 @requires_espeak

@@ -8,7 +8,7 @@ from server.audio.clip import SAMPLE_RATE
 from server.bench.conversation import CALIBRATION_VOICES, HELD_OUT_VOICES, Scene, speaker_name, turn_speech
 from server.bench.diarization import said, truth
 from server.bench.speaker_score import speaker_accuracy
-from tests.speech import requires_espeak
+from tests.support.speech import requires_espeak
 
 pytestmark = requires_espeak
 

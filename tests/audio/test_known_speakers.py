@@ -7,7 +7,7 @@ import pytest
 from server.audio.clip import SAMPLE_RATE
 from server.audio.diarization import MAX_KNOWN_SPEAKERS, KnownSpeakerError, check_known_speakers
 from server.bench.conversation import HELD_OUT_VOICES, reference_speech
-from tests.speech import requires_espeak
+from tests.support.speech import requires_espeak
 
 
 def _seconds(n: float) -> np.ndarray:

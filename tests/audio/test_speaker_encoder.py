@@ -8,7 +8,7 @@ import pytest
 from server.audio.diarization.encoder import DIMENSIONS, SpeakerEncoder
 from server.audio.diarization.frontend import mel_frames
 from server.bench.conversation import CALIBRATION_VOICES, HELD_OUT_VOICES, reference_speech
-from tests.speech import requires_espeak
+from tests.support.speech import requires_espeak
 
 
 @pytest.fixture(scope="module")

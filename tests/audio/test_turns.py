@@ -7,7 +7,7 @@ import pytest
 from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.audio.diarization import SpeakerTurn, merge_turns
 from server.bench.conversation import HELD_OUT_VOICES, Scene, turn_speech
-from tests.speech import requires_espeak
+from tests.support.speech import requires_espeak
 
 
 @requires_espeak
