@@ -13,6 +13,7 @@ from server.api.error_handlers import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from server.api.routes import public, v1
 from server.api.websocket import router as realtime
+from server.audio.diarization import DiarizationOptions, Diarizer, SpeakerEncoder
 from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.engine.engine import Engine, EngineConfig
@@ -21,6 +22,7 @@ from server.metrics import Metrics
 from server.playground import router as playground
 from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
+from server.serving.diarized import DiarizedServing
 from server.serving.realtime import realtime_serving
 from server.serving.response_store import ResponseStore
 from server.serving.responses import ResponsesServing
@@ -58,6 +60,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         app.state.engine, app.state.info = engine, engine.info
         app.state.chat = ChatServing(engine, engine.info, metrics, settings, detector)
         app.state.transcription = TranscriptionServing(engine, engine.info, metrics, settings, detector)
+        diarizer = Diarizer(detector, SpeakerEncoder(), DiarizationOptions())
+        app.state.diarized = DiarizedServing(app.state.transcription, diarizer, settings.diarization_workers)
         app.state.responses = ResponsesServing(app.state.chat, ResponseStore(
             settings.responses_store_entries, int(settings.responses_store_mb * 2**20), settings.responses_store_ttl_s))
         app.state.realtime = realtime_serving(app.state.transcription, app.state.chat, detector, metrics, settings)
@@ -67,6 +71,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         if settings.playground:
             logger.info("playground page: http://%s:%d/ (--no-playground turns it off)", settings.host, settings.port)
         yield
+        app.state.diarized.close()
         await engine.stop()
 
     app = FastAPI(title="Qwen2-Audio server", version="0.1.0", lifespan=lifespan)

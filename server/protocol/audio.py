@@ -1,12 +1,15 @@
 """POST /v1/audio/transcriptions and /v1/audio/translations: the form's fields and every response format's body."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from server.protocol import OpenAIRequest
+from server.protocol.errors import bad_request
 
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
+STREAMED_FORMATS = ("json", "text", "diarized_json")
+Keyword = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 
 
 class ServerVad(OpenAIRequest):
@@ -23,13 +26,22 @@ class TranscriptionRequest(OpenAIRequest):
 
     model: str
     language: str | None = None
+    languages: list[str] = Field(default_factory=list, max_length=20, description=(
+        "Possible languages of the audio (ISO-639-1): a hint in the instruction, and the choices language detection "
+        "picks from."))
     prompt: str | None = None
+    keywords: list[Keyword] = Field(default_factory=list, max_length=100, description=(
+        "Words and phrases that may occur in the audio: a hint in the instruction."))
     response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
     stream: bool = False
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     chunking_strategy: Literal["auto"] | ServerVad | None = None
+    known_speaker_names: list[str] = Field(default_factory=list, description=(
+        "diarized_json: up to 4 names of known speakers, each with a reference in known_speaker_references."))
+    known_speaker_references: list[str] = Field(default_factory=list, description=(
+        "diarized_json: data URLs of 2-10 s of each known speaker's speech, in any accepted audio format."))
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     # extensions: translate into this language instead of English (translations only); vLLM-style length control
     target_language: str | None = None
@@ -45,8 +57,16 @@ class TranscriptionRequest(OpenAIRequest):
             raise ValueError("timestamp_granularities: requires response_format=verbose_json")
         if self.include and self.response_format != "json":
             raise ValueError("include: logprobs requires response_format=json")
-        if self.stream and self.response_format not in ("json", "text"):
-            raise ValueError("stream: streaming returns text events; use response_format json or text")
+        if self.stream and self.response_format not in STREAMED_FORMATS:
+            raise ValueError("stream: streaming returns text events; use response_format json, text or diarized_json")
+        if self.response_format != "diarized_json":
+            if self.known_speaker_names or self.known_speaker_references:
+                field = "known_speaker_names" if self.known_speaker_names else "known_speaker_references"
+                raise ValueError(f"{field}: known speakers name diarized segments; use response_format=diarized_json")
+        elif self.chunking_strategy is None:
+            # OpenAI's own answer (message, param and code), before any audio is read; pydantic passes it through
+            raise bad_request("chunking_strategy is required for diarization models", param="chunking_strategy",
+                              code="invalid_value")
         return self
 
 
@@ -76,8 +96,13 @@ class TranscriptionLogprob(BaseModel):
     logprob: float
 
 
+class DetectedLanguage(BaseModel):
+    code: str
+
+
 class Transcription(BaseModel):
     text: str
+    languages: list[DetectedLanguage] | None = None
     usage: TranscriptionUsage
     logprobs: list[TranscriptionLogprob] | None = None
 
@@ -93,6 +118,25 @@ class Segment(BaseModel):
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+
+
+class DiarizedSegment(BaseModel):
+    """A segment of a diarized transcription (the SDK's TranscriptionDiarizedSegment), also streamed as an event."""
+
+    type: Literal["transcript.text.segment"] = "transcript.text.segment"
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
+class DiarizedTranscription(BaseModel):
+    task: Literal["transcribe"] = "transcribe"
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
+    usage: TranscriptionUsage
 
 
 class VerboseTranscription(BaseModel):
