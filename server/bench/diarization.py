@@ -90,30 +90,36 @@ def run_cost(diarizer: Diarizer, minutes: float, model_dir: str | None, output_t
     return row
 
 
-ROUNDS = 2  # each format this many times, in turn, so a slow spell of a shared machine hits both alike
+ROUNDS = 2  # each request this many times, in turn, so a slow spell of a shared machine hits all alike
+STRATEGIES = {"auto": "auto", "server_vad": {"type": "server_vad"}}
+FORMATS = ("verbose_json", "diarized_json")
 
 
 def _through_route(audio: bytes, conversation: Conversation, model_dir: str, output_tokens: int, device: str,
                    dtype: str, out: Path) -> dict:
-    """verbose_json and diarized_json of the same upload on one server, alternating; the added wall time is their
-    totals' ratio less one. The diarized answer is scored too (its segments' speakers)."""
-    times: dict[str, list[float]] = {"verbose_json": [], "diarized_json": []}
+    """verbose_json and diarized_json of the same upload on one server, in turn, under each chunking strategy: with
+    `auto` verbose_json cuts few long clips and diarized_json one speaker's turns (more, shorter clips); with
+    `server_vad` both cut a clip per utterance, so what differs is diarization. Each figure is the least of its
+    rounds (the run least slowed by other work); `added` compares them. The last diarized answer is scored too."""
+    times = {(strategy, fmt): [] for strategy in STRATEGIES for fmt in FORMATS}
     segments: dict[str, int] = {}
     with upload_server(model_dir, device, dtype, len(audio), out / "diarization-transcription.log") as server:
         client = OpenAI(base_url=f"{server.base_url}/v1", api_key="none", timeout=3 * 3600, max_retries=0)
         for _ in range(ROUNDS):
-            for response_format in times:
+            for strategy, fmt in times:
                 started = time.perf_counter()
                 result = client.audio.transcriptions.create(
-                    model="bench", file=("speech.flac", audio), response_format=response_format,
-                    chunking_strategy="auto", extra_body={"max_tokens": output_tokens})
-                times[response_format].append(round(time.perf_counter() - started, 2))
-                segments[response_format] = len(result.segments)
-                logger.info("%s: %.1f s, %d segments", response_format, times[response_format][-1],
-                            segments[response_format])
+                    model="bench", file=("speech.flac", audio), response_format=fmt,
+                    chunking_strategy=STRATEGIES[strategy], extra_body={"max_tokens": output_tokens})
+                times[strategy, fmt].append(round(time.perf_counter() - started, 2))
+                segments[f"{strategy} {fmt}"] = len(result.segments)
+                logger.info("%s %s: %.1f s, %d segments", strategy, fmt, times[strategy, fmt][-1], len(result.segments))
     labelled = [(x.start, x.end, x.speaker) for x in result.segments]  # the last diarized_json answer
-    return {"transcription_s": times["verbose_json"], "diarized_s": times["diarized_json"], "segments": segments,
-            "added": round(sum(times["diarized_json"]) / sum(times["verbose_json"]) - 1, 3),
+    return {"route": [{"chunking_strategy": strategy, "verbose_json_s": times[strategy, "verbose_json"],
+                       "diarized_json_s": times[strategy, "diarized_json"],
+                       "segments": [segments[f"{strategy} {fmt}"] for fmt in FORMATS],
+                       "added": round(min(times[strategy, "diarized_json"]) / min(times[strategy, "verbose_json"]) - 1, 3)}
+                      for strategy in STRATEGIES],
             "route_accuracy": speaker_accuracy(truth(conversation), labelled)}
 
 
@@ -142,14 +148,15 @@ def table(results: dict) -> str:
         lines.append(f"\n{name}: anonymous mean {_mean(rows, 'anonymous'):.1%} (lowest {_low(rows, 'anonymous'):.1%}), "
                      f"known speakers mean {_mean(rows, 'known'):.1%} (lowest {_low(rows, 'known'):.1%})")
     cost = results["cost"]
-    line = (f"\n{cost['minutes']:g} min conversation ({cost['speech_s']} s of speech): diarization alone "
-            f"{cost['diarization_s']} s (its VAD {cost['vad_s']} s), accuracy {cost['accuracy']:.1%}")
-    if "transcription_s" in cost:
-        line += (f"; through the server, verbose_json {' and '.join(f'{t} s' for t in cost['transcription_s'])}, "
-                 f"diarized_json {' and '.join(f'{t} s' for t in cost['diarized_s'])} ({cost['segments']['verbose_json']}"
-                 f" and {cost['segments']['diarized_json']} segments): diarized_json adds {cost['added']:.0%} to the "
-                 f"wall time; its speakers score {cost['route_accuracy']:.1%}")
-    lines.append(line)
+    lines.append(f"\n{cost['minutes']:g} min conversation ({cost['speech_s']} s of speech): diarization alone "
+                 f"{cost['diarization_s']} s (its VAD {cost['vad_s']} s), accuracy {cost['accuracy']:.1%}")
+    if "route" in cost:
+        lines += ["", "| chunking_strategy | verbose_json | diarized_json | segments | diarized_json adds |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['chunking_strategy']} | {' / '.join(f'{t} s' for t in r['verbose_json_s'])} | "
+                  f"{' / '.join(f'{t} s' for t in r['diarized_json_s'])} | {r['segments'][0]} / {r['segments'][1]} | "
+                  f"{r['added']:.0%} |" for r in cost["route"]]
+        lines.append(f"\nthrough the server, the diarized segments' speakers score {cost['route_accuracy']:.1%}")
     return "\n".join(lines) + "\n"
 
 

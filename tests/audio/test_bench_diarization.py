@@ -26,6 +26,9 @@ def test_bench_diarization_scores_every_conversation_and_times_a_file(tiny_model
         assert row["found"] == row["speakers"] and row["anonymous"] >= 0.95 and row["known"] >= 0.95, row
     cost = result["cost"]
     assert cost["diarization_s"] > cost["vad_s"] > 0 and cost["turns"] > 0
-    assert len(cost["transcription_s"]) == len(cost["diarized_s"]) == 2 and min(cost["diarized_s"]) > 0
-    assert cost["segments"]["diarized_json"] >= cost["turns"] // 4 and cost["route_accuracy"] >= 0.95, cost
+    assert [r["chunking_strategy"] for r in cost["route"]] == ["auto", "server_vad"]
+    for row in cost["route"]:
+        assert len(row["verbose_json_s"]) == len(row["diarized_json_s"]) == 2 and min(row["diarized_json_s"]) > 0
+        assert row["segments"][1] >= cost["turns"] // 2, row  # a segment per speaker turn, or fewer joined
+    assert cost["route_accuracy"] >= 0.9, cost
     assert "held-out: anonymous mean" in (out / "diarization.md").read_text()
