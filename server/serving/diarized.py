@@ -38,7 +38,7 @@ from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
 from server.serving.generation import timed_out
 from server.serving.media import in_worker, upload_blocks
-from server.serving.prompts import Task
+from server.serving.prompts import Task, instruction
 from server.serving.transcription import TranscriptionServing
 
 
@@ -58,6 +58,7 @@ class DiarizedServing:
         if task != "transcribe":
             raise bad_request("response_format: diarized_json is for transcriptions; translations answer json, text, "
                               "srt, verbose_json or vtt", param="response_format")
+        instruction(request, task)  # a bad language or hint is a 400 before the audio is read
         deadline = asyncio.get_running_loop().time() + (self.timeout_s or float("inf"))
         try:
             async with asyncio.timeout_at(deadline if self.timeout_s else None):
