@@ -24,7 +24,7 @@ from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
 from server.serving.diarized import DiarizedServing
 from server.serving.realtime import realtime_serving
-from server.serving.response_store import ResponseStore
+from server.serving.response_store import StoreBounds, open_store
 from server.serving.responses import ResponsesServing
 from server.serving.transcription import TranscriptionServing
 from server.tiny_model import ensure_random_model
@@ -62,17 +62,21 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         app.state.transcription = TranscriptionServing(engine, engine.info, metrics, settings, detector)
         diarizer = Diarizer(detector, SpeakerEncoder(), DiarizationOptions())
         app.state.diarized = DiarizedServing(app.state.transcription, diarizer, settings.diarization_workers)
-        app.state.responses = ResponsesServing(app.state.chat, ResponseStore(
+        store = open_store(settings.response_store, StoreBounds(
             settings.responses_store_entries, int(settings.responses_store_mb * 2**20), settings.responses_store_ttl_s))
+        app.state.responses = ResponsesServing(app.state.chat, store)
         app.state.realtime = realtime_serving(app.state.transcription, app.state.chat, detector, metrics, settings)
         _log_capacity(settings, engine.info, await app.state.transcription.tokens_per_clip())
         logger.info("serving %s as %r (aliases: %s)", settings.model_path, settings.model_id,
                     ", ".join(settings.model_alias) or "none")
         if settings.playground:
             logger.info("playground page: http://%s:%d/ (--no-playground turns it off)", settings.host, settings.port)
+        if problem := await store.problem():  # not fatal: stateless requests go on, the store may come back
+            logger.warning("%s; /ready says so until it answers", problem)
         yield
         app.state.diarized.close()
         await engine.stop()
+        await store.close()
 
     app = FastAPI(title="Qwen2-Audio server", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

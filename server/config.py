@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     remote_audio_timeout_s: float = Field(10.0, gt=0)
     """Time limit for fetching one audio_url."""
     max_queue: int = Field(256, ge=1)
-    """Requests that may wait for a batch slot; past it new requests get 429 with Retry-After."""
+    """Requests that may wait for a batch slot; past it new requests get 503 (server_is_overloaded) with Retry-After."""
     request_timeout_s: float = Field(600.0, ge=0)
     """A request still unfinished after this many seconds is stopped and answered 504 (0: no limit)."""
     shutdown_grace_s: float = Field(30.0, ge=0)
@@ -92,10 +92,12 @@ class Settings(BaseSettings):
     """Log verbosity."""
     playground: bool = True
     """Serve the playground page at / (try every task from a browser through the /v1 API); --no-playground turns it off."""
+    response_store: str = "memory"
+    """Where stored responses (store=true) live: `memory` (this process; replicas do not share it), or a Redis or Valkey URL shared by every replica, e.g. redis://redis:6379/0 (rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB, unix:///run/redis.sock)."""
     responses_store_entries: int = Field(1000, ge=0)
     """Most responses kept for GET /v1/responses/{id} and previous_response_id (store=true); the oldest go first (0: keep none)."""
     responses_store_mb: float = Field(256.0, ge=0)
-    """Memory the kept responses may take, in MiB, their audio included; the oldest go first past it."""
+    """Space the kept responses may take, in MiB, their audio included; the oldest go first past it."""
     responses_store_ttl_s: float = Field(3600.0, ge=0)
     """How long a kept response stays retrievable, in seconds (0: until pushed out by the limits above)."""
     realtime_max_sessions: int = Field(64, ge=1)
@@ -108,6 +110,13 @@ class Settings(BaseSettings):
     """Realtime API: largest client message, in MiB (base64 audio included); past it an error event and close code 1009."""
     realtime_send_queue: int = Field(2048, ge=16)
     """Realtime API: server events a session may have waiting for a slow client; past it an error event and close code 4003."""
+
+    @field_validator("response_store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value != "memory" and value.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ValueError("use memory, or a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("api_key", "model_alias", "cors_origin", "allow_remote_audio_host", mode="before")
     @classmethod
@@ -131,13 +140,26 @@ class Settings(BaseSettings):
 
     @property
     def model_id(self) -> str:
+        """The id clients send and every answer names: --served-model-name, else --model (a local folder by its
+        last component: no answer shows the server's paths)."""
         if self.served_model_name:
             return self.served_model_name
-        return "qwen2-audio-random" if self.random_weights else self.model
+        return "qwen2-audio-random" if self.random_weights else model_name(self.model)
+
+    @property
+    def model_root(self) -> str:
+        """What /v1/models says the served model is: its hub id, or its folder's name."""
+        return model_name(self.model_path)
 
     @property
     def accepted_model_ids(self) -> set[str]:
         return {self.model_id, self.model_path, *self.model_alias}
+
+
+def model_name(model: str) -> str:
+    """A hub id as it is; a local folder by its last component."""
+    path = Path(model).expanduser()
+    return path.name if path.is_dir() else model
 
 
 def settings_table() -> str:

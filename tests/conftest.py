@@ -9,6 +9,7 @@ from server.app import create_app
 from server.config import Settings
 from server.tiny_model import write_tiny_model
 from tests.support.app import MODEL, sdk
+from tests.support.redis_server import RedisServer, have_redis
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +67,13 @@ def reference(tiny_model_dir):
         return processor.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False), len(new)
 
     return generate
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server for the session, on a free port (tests that share it flush the database they use)."""
+    if not have_redis():
+        pytest.skip("redis-server is not installed (scripts/system-deps installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()

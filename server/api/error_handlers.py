@@ -32,8 +32,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(400, message, param), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404 and message == "Not Found":  # no such route: in OpenAI's words
+            message = f"Invalid URL ({request.method} {request.url.path})"
         return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ClientDisconnected)

@@ -1,6 +1,7 @@
 """HTTP routes, kept thin: parse, call the serving layer, map the result to a response."""
 
 import asyncio
+import hashlib
 import hmac
 from collections.abc import Awaitable
 from typing import Annotated, BinaryIO
@@ -20,22 +21,29 @@ from server.protocol.responses import ResponsesRequest
 from server.protocol.validation import describe_validation_error
 from server.serving.formats import Answer, EventStream
 from server.serving.prompts import Task
+from server.serving.response_store import EVERYONE, Owner
 
 
-def verify_api_key(request: Request) -> None:
+def verify_api_key(request: Request) -> Owner:
+    """The caller, once its key is checked: a digest of the key, what its stored responses belong to."""
     keys = request.app.state.api_keys
     if not keys:
-        return
+        return EVERYONE
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     given = token.strip().encode()
     # compare_digest against every key: the time taken does not tell how much of a guess was right
     if scheme.lower() != "bearer" or not any([hmac.compare_digest(given, key.encode()) for key in keys]):
         raise APIError(401, "invalid or missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
+    return Owner(hashlib.sha256(given).hexdigest())
 
 
-def check_model(request: Request, model: str) -> None:
+Caller = Annotated[Owner, Depends(verify_api_key)]  # FastAPI runs it once a request, for the router and the route
+
+
+def check_model(request: Request, model: str, status: int = 404) -> None:
+    """An id the server does not serve: 404, or 400 on the audio routes, as OpenAI answers each (docs/api.md)."""
     if model not in request.app.state.settings.accepted_model_ids:
-        raise APIError(404, f"the model {model!r} does not exist; GET /v1/models lists what this server serves",
+        raise APIError(status, f"the model {model!r} does not exist; GET /v1/models lists what this server serves",
                        param="model", code="model_not_found")
 
 
@@ -67,7 +75,7 @@ async def transcription_form(request: Request) -> tuple[TranscriptionRequest, Bi
     except ValidationError as exc:
         message, param = describe_validation_error(exc.errors())
         raise bad_request(message, param=param) from exc
-    check_model(request, parsed.model)
+    check_model(request, parsed.model, status=400)
     return parsed, upload.file  # spooled to disk past 1 MiB by the form parser; decoded as it is read
 
 
@@ -116,7 +124,7 @@ def respond(result: Answer | EventStream) -> Response:
 async def models(request: Request) -> ModelList:
     state = request.app.state
     card = dict(created=state.started, owned_by="random-weights" if state.info.random_weights else "qwen",
-                root=state.settings.model_path, random_weights=state.info.random_weights)
+                root=state.settings.model_root, random_weights=state.info.random_weights)
     ids = [state.settings.model_id, *[a for a in state.settings.model_alias if a != state.settings.model_id]]
     return ModelList(data=[ModelCard(id=model_id, **card) for model_id in ids])
 
@@ -129,26 +137,27 @@ async def model_card(request: Request, model: str) -> ModelCard:
 
 
 @v1.post("/responses")
-async def responses(request: Request, body: ResponsesRequest) -> Response:
+async def responses(request: Request, body: ResponsesRequest, caller: Caller) -> Response:
     check_model(request, body.model)
-    return respond(await until_disconnected(request, request.app.state.responses.create(body)))
+    return respond(await until_disconnected(request, request.app.state.responses.create(body, caller)))
 
 
 @v1.get("/responses/{response_id}")
-async def retrieve_response(request: Request, response_id: str) -> JSONResponse:
-    return JSONResponse(request.app.state.responses.retrieve(response_id))
+async def retrieve_response(request: Request, response_id: str, caller: Caller) -> JSONResponse:
+    return JSONResponse(await request.app.state.responses.retrieve(response_id, caller))
 
 
 @v1.delete("/responses/{response_id}")
-async def delete_response(request: Request, response_id: str) -> JSONResponse:
-    return JSONResponse(request.app.state.responses.delete(response_id))
+async def delete_response(request: Request, response_id: str, caller: Caller) -> JSONResponse:
+    return JSONResponse(await request.app.state.responses.delete(response_id, caller))
 
 
 @v1.get("/responses/{response_id}/input_items")
-async def response_input_items(request: Request, response_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+async def response_input_items(request: Request, response_id: str, caller: Caller,
+                               limit: Annotated[int, Query(ge=1, le=100)] = 20,
                                order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
                                after: str | None = None) -> JSONResponse:
-    return JSONResponse(request.app.state.responses.input_items(response_id, limit, order, after))
+    return JSONResponse(await request.app.state.responses.input_items(response_id, caller, limit, order, after))
 
 
 @public.get("/health")
@@ -159,10 +168,13 @@ async def health() -> dict:
 
 @public.get("/ready")
 async def ready(request: Request) -> Response:
-    """Readiness: the model is loaded, warmed up and its engine loop runs."""
-    if request.app.state.engine.ready:
-        return JSONResponse({"status": "ready"})
-    return JSONResponse(error_body(503, "the model is not ready"), status_code=503)
+    """Readiness: the model is loaded, warmed up and its engine loop runs. A response store that is down is said
+    here but leaves the replica ready: every replica shares it, and requests that do not need it go on."""
+    if not request.app.state.engine.ready:
+        return JSONResponse(error_body(503, "the model is not ready"), status_code=503)
+    if problem := await request.app.state.responses.store.problem():
+        return JSONResponse({"status": "degraded", "response_store": problem})
+    return JSONResponse({"status": "ready"})
 
 
 @public.get("/metrics")

@@ -21,7 +21,7 @@ class EmptyAudioError(ValueError):
 
 
 class UndecodableAudioError(ValueError):
-    """The input is not audio FFmpeg can decode (415)."""
+    """The input is not audio FFmpeg can decode (400)."""
 
 
 class AudioTooLongError(ValueError):

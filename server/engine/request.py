@@ -90,7 +90,7 @@ class RequestTooLargeError(EngineError):
 
 
 class QueueFullError(EngineError):
-    """Too many requests are waiting already (a 429: come back later)."""
+    """Too many requests are waiting already (a 503 with Retry-After: come back later)."""
 
 
 class OutOfMemory(RuntimeError):

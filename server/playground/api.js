@@ -11,7 +11,7 @@ const STREAM_FAILED = -1;  // an error event inside a stream that had started as
 
 export class ApiError extends Error {
   constructor(status, error, requestId) {
-    const lead = plainWords(status);
+    const lead = plainWords(status, error && error.code);
     super(lead);
     this.lead = lead;
     this.detail = (error && error.message) || "";
@@ -20,17 +20,19 @@ export class ApiError extends Error {
   }
 }
 
-function plainWords(status) {
+function plainWords(status, code) {
+  if (code === "invalid_audio") {
+    return "The server could not read this audio. Try wav, mp3, flac, ogg/opus, m4a/aac, webm or mp4.";
+  }
   const words = {
     0: "The server could not be reached. Is it still running?",
     400: "The server could not accept this request.",
     401: "The server needs an API key, or refused the one given. Enter a valid key under API key at the top.",
     404: "The server does not know this model or address.",
     413: "This file is larger than the server accepts.",
-    415: "The server could not read this audio. Try wav, mp3, flac, ogg/opus, m4a/aac, webm or mp4.",
     429: "The server is busy with other requests. Try again in a few seconds.",
     500: "The model failed on this request. Try again; if it keeps failing, give the operator the request id.",
-    503: "The model is not ready yet (starting, or stopped after repeated failures). Try again later.",
+    503: "The server is busy, or a part it needs is not ready (the model starting, the response store down). Try again in a few seconds.",
     504: "The answer took longer than the server allows. Try shorter audio or fewer tokens.",
   };
   if (status === STREAM_FAILED) return "The server stopped this answer midway.";

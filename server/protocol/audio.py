@@ -57,8 +57,6 @@ class TranscriptionRequest(OpenAIRequest):
             raise ValueError("timestamp_granularities: requires response_format=verbose_json")
         if self.include and self.response_format != "json":
             raise ValueError("include: logprobs requires response_format=json")
-        if self.stream and self.response_format not in STREAMED_FORMATS:
-            raise ValueError("stream: streaming returns text events; use response_format json, text or diarized_json")
         if self.response_format != "diarized_json":
             if self.known_speaker_names or self.known_speaker_references:
                 field = "known_speaker_names" if self.known_speaker_names else "known_speaker_references"
@@ -68,6 +66,12 @@ class TranscriptionRequest(OpenAIRequest):
             raise bad_request("chunking_strategy is required for diarization models", param="chunking_strategy",
                               code="invalid_value")
         return self
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the answer goes out as events: stream=true with json, text or diarized_json. OpenAI ignores
+        `stream` for a format it cannot stream (LiteLLM sends it with verbose_json), so those are answered whole."""
+        return self.stream and self.response_format in STREAMED_FORMATS
 
 
 class InputTokenDetails(BaseModel):

@@ -4,12 +4,13 @@ Serving raises `APIError` wherever it finds a request it cannot serve; the HTTP 
 turns it into a response with its status, and the realtime API into an `error` event.
 """
 
-__all__ = ["APIError", "bad_request", "error_body"]
+__all__ = ["APIError", "bad_request", "error_body", "service_unavailable"]
 
+# OpenAI's `type` for each status: a wrong key and an unknown id are invalid requests too (docs/api.md, Errors)
 _TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-    405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-    429: "rate_limit_error", 500: "server_error", 503: "service_unavailable",
+    400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error", 404: "invalid_request_error",
+    405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
+    503: "service_unavailable_error",
 }
 
 
@@ -33,3 +34,8 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param, code)
+
+
+def service_unavailable(message: str, code: str) -> APIError:
+    """503: a part the request needs is down for now (the engine, the response store); the SDKs retry it."""
+    return APIError(503, message, code=code)

@@ -69,7 +69,7 @@ class DiarizedServing:
         speakers = [turn.speaker for turn in turns]
         clips = in_worker(turn_clips(upload_blocks(audio, self.media), turns))
         transcribed = self.transcription.transcribe_clips(request, clips)
-        if request.stream:
+        if request.streamed:
             return EventStream(self._events(transcribed, speakers, seconds, deadline))
         try:
             async with asyncio.timeout_at(deadline if self.timeout_s else None), aclosing(transcribed):

@@ -21,7 +21,7 @@ from server.engine.request import (
 )
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
-from server.protocol.errors import APIError, bad_request
+from server.protocol.errors import APIError, bad_request, service_unavailable
 from server.request_context import request_id
 from server.serving.media import MediaPolicy
 
@@ -56,9 +56,11 @@ def submit(engine: Engine, metrics: Metrics, prompt: Prompt, params: SamplingPar
         raise bad_request(str(exc), param="max_tokens", code="context_length_exceeded") from exc
     except QueueFullError as exc:
         retry = str(max(1, math.ceil(engine.queue_depth / max(1, engine.config.max_batch_size))))
-        raise APIError(429, f"the server is busy: {exc}", code="server_busy", headers={"Retry-After": retry}) from exc
+        # OpenAI answers a model without capacity for now 503 server_is_overloaded (429 is a caller's own rate limit)
+        raise APIError(503, f"the server is busy: {exc}", code="server_is_overloaded",
+                       headers={"Retry-After": retry}) from exc
     except EngineError as exc:
-        raise APIError(503, str(exc), code="engine_unavailable") from exc
+        raise service_unavailable(str(exc), code="engine_unavailable") from exc
     if count_prompt:
         metrics.prompt_tokens.inc(prompt.num_tokens)
     return stream

@@ -39,7 +39,7 @@ def wanted(request: TranscriptionRequest, task: Task, base: bool) -> bool:
     if base or task != "transcribe" or request.language:
         return False
     return request.response_format == "verbose_json" or (
-        bool(request.languages) and (request.response_format == "json" or request.stream))
+        bool(request.languages) and (request.response_format == "json" or request.streamed))
 
 
 class LanguageDetector:

@@ -1,5 +1,6 @@
 """Audio inputs of requests -> samples: uploads, base64, data URLs, and (when the operator allows) remote or
-local files. Each failure becomes its HTTP status here."""
+local files. Each failure becomes its HTTP status here: a 400 naming the input (`file`, or the content part's path),
+as OpenAI answers audio it cannot use, whatever is wrong with it."""
 
 import asyncio
 import threading
@@ -29,7 +30,7 @@ from server.audio.decode import (
 from server.audio.vad import SpeechDetector
 from server.config import Settings
 from server.protocol.chat import AudioURLPart, FilePart, InputAudioPart
-from server.protocol.errors import APIError, bad_request
+from server.protocol.errors import bad_request
 
 MAX_REDIRECTS = 3
 T = TypeVar("T")
@@ -166,8 +167,8 @@ async def _read_limited(response: httpx.Response, limit: int, param: str) -> byt
     async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > limit:
-            raise APIError(413, f"the audio_url is larger than this server's limit of {limit / 2**20:g} MiB", param,
-                           "payload_too_large")
+            raise bad_request(f"the audio_url is larger than this server's limit of {limit / 2**20:g} MiB",
+                              param=param, code="audio_too_large")
     return bytes(body)
 
 
@@ -181,8 +182,8 @@ def _read_local(url: str, policy: MediaPolicy, param: str) -> bytes:
         raise bad_request("no such file in the allowed folder", param=param)
     size = path.stat().st_size
     if size > policy.max_fetch_bytes:
-        raise APIError(413, f"the file is larger than this server's limit of {policy.max_fetch_bytes / 2**20:g} MiB",
-                       param, "payload_too_large")
+        raise bad_request(f"the file is larger than this server's limit of {policy.max_fetch_bytes / 2**20:g} MiB",
+                          param=param, code="audio_too_large")
     return path.read_bytes()
 
 
@@ -190,7 +191,8 @@ def _mapped(decode, param: str):
     try:
         return decode()
     except UndecodableAudioError as exc:
-        raise APIError(415, f"{exc}; send wav, mp3, flac, ogg/opus, m4a/aac, webm or mp4", param, "invalid_audio") from exc
+        raise bad_request(f"{exc}; send wav, mp3, flac, ogg/opus, m4a/aac, webm or mp4", param=param,
+                          code="invalid_audio") from exc
     except AudioTooShortError as exc:
         raise bad_request(str(exc), param=param, code="audio_too_short") from exc
     except (EmptyAudioError, InvalidAudioURLError, AudioTooLongError, InvalidAudioError) as exc:

@@ -93,7 +93,7 @@ class TranscriptionServing(Endpoint):
             raise
         transcribed = self._transcribed(first, submitted, lambda: FrameStripper(answer_language(request, task),
                                                                                request.prompt))
-        if request.stream:
+        if request.streamed:
             return EventStream(self._events(transcribed, upload, task, detection))
         try:
             async with asyncio.timeout(self.timeout_s or None), aclosing(transcribed):

@@ -1,4 +1,4 @@
-"""Whole-process behaviour on loopback: graceful SIGTERM, and a bounded load test with intended 429s."""
+"""Whole-process behaviour on loopback: graceful SIGTERM, and a bounded load test with intended 503s (queue full)."""
 
 import asyncio
 import signal
@@ -48,7 +48,8 @@ async def test_sigterm_finishes_in_flight_requests_then_exits_0(tiny_model_dir):
 
 
 async def test_load_1000_requests_at_concurrency_64(tiny_model_dir):
-    """Every request is answered correctly or with an intended 429; nothing leaks; RSS growth is reported."""
+    """Every request is answered correctly or with an intended 503 (queue full); nothing leaks; RSS growth is
+    reported."""
     process, base = start(tiny_model_dir, "--max-batch-size", "16", "--max-queue", "24")
     try:
         prompts = [f"question {i}" for i in range(6)]
@@ -77,7 +78,7 @@ async def test_load_1000_requests_at_concurrency_64(tiny_model_dir):
             elapsed = time.perf_counter() - started
             rss_after = psutil.Process(process.pid).memory_info().rss
         codes = [r.status_code for _, r in results]
-        assert set(codes) <= {200, 429}, sorted(set(codes))
+        assert set(codes) <= {200, 503}, sorted(set(codes))
         for prompt, response in results:
             if response.status_code == 200:
                 assert response.json()["choices"][0]["message"]["content"] == expected[prompt]
@@ -85,13 +86,13 @@ async def test_load_1000_requests_at_concurrency_64(tiny_model_dir):
                 assert int(response.headers["retry-after"]) >= 1
         # 64 clients against 16 batch slots + 24 queue places: the rest are turned away at once, as intended. How
         # many get through depends on the machine's speed; that the batch and the queue filled up does not.
-        assert codes.count(200) >= 16 + 24 and codes.count(429) >= 1
+        assert codes.count(200) >= 16 + 24 and codes.count(503) >= 1
         assert process_metric(base, "qwen2_audio_running_requests") == 0
         assert process_metric(base, "qwen2_audio_queue_depth") == 0
         assert process_metric(base, "qwen2_audio_kv_cache_tokens") == 0
         growth = (rss_after - rss_before) / 2**20
         print(f"\nload: 1000 requests at concurrency 64 in {elapsed:.1f} s: {codes.count(200)} answered, "
-              f"{codes.count(429)} told 429, {len(resets)} connections reset and retried; "
+              f"{codes.count(503)} told 503, {len(resets)} connections reset and retried; "
               f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB ({growth:+.0f})")
         assert len(resets) <= 5, resets  # seen once in one CI run (1 in 1,000), never locally in 7,000
         assert growth < 500  # a leak of per-request state would grow far past this over 1000 requests

@@ -40,7 +40,7 @@ def test_bad_input_is_said_in_plain_words(server, page, tmp_path):
     page.click("#run")
     error = page.locator("#error")
     expect(error).to_contain_text("could not read this audio")
-    expect(error).to_contain_text("HTTP 415")
+    expect(error).to_contain_text("HTTP 400")
 
     page.set_input_files("#file-input", ui.clip(tmp_path))
     ui.choose(page, "ask")
@@ -82,7 +82,7 @@ def test_no_playground_turns_the_page_off(tiny_model_dir, browser):
     with serving(tiny_model_dir, "--no-playground") as base:
         page = browser.new_page()
         assert page.goto(base + "/").status == 404
-        assert json.loads(page.inner_text("body"))["error"]["type"] == "not_found_error"
+        assert json.loads(page.inner_text("body"))["error"]["type"] == "invalid_request_error"
         page.close()
         assert httpx.get(base + "/playground/app.js").status_code == 404
         assert httpx.get(base + "/v1/models").status_code == 200

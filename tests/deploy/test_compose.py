@@ -64,7 +64,7 @@ def test_every_server_keeps_the_model_cache_heals_and_drains():
 
 def test_profiles_keep_plain_up_to_one_gpu_server():
     default = {name for name, service in SERVICES.items() if not service.get("profiles")}
-    assert default == {"server"}
+    assert default == {"server", "valkey"}
     assert {n for n, s in SERVICES.items() if "monitoring" in s.get("profiles", [])} == {"prometheus", "grafana"}
     assert {n for n, s in SERVICES.items() if "scale" in s.get("profiles", [])} == set(GPU_SERVERS) - {"server"} | {"lb"}
 
@@ -110,3 +110,13 @@ def test_nginx_accepts_the_config(tmp_path):
     script = f"mount --bind {hosts} /etc/hosts && exec {nginx} -t -q -c {NGINX} -e stderr"
     result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_server_shares_the_response_store_it_starts_after():
+    """Each replica keeps its stored responses in the one valkey service, which compose checks is healthy first."""
+    store = SERVICES["valkey"]
+    assert store["healthcheck"]["test"] == ["CMD", "valkey-cli", "ping"] and "ports" not in store
+    assert "valkey-data:/data" in store["volumes"] and "--appendonly" in store["command"]
+    for name, service in SERVERS.items():
+        assert service["environment"]["QWEN2_AUDIO_RESPONSE_STORE"] == "${QWEN2_AUDIO_RESPONSE_STORE:-redis://valkey:6379/0}"
+        assert service["depends_on"]["valkey"]["condition"] == "service_healthy", name

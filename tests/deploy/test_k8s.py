@@ -119,3 +119,14 @@ def test_the_hpa_scales_on_the_queue_depth_the_server_exports_through_the_adapte
     assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
     annotations = DEPLOYMENT["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/scrape"] == "true"
+
+
+def test_every_replica_shares_the_valkey_the_manifests_run():
+    store = DOCS["Deployment/qwen2-audio-valkey"]["spec"]["template"]["spec"]
+    service = DOCS["Service/qwen2-audio-valkey"]
+    (valkey,) = store["containers"]
+    assert valkey["readinessProbe"]["exec"]["command"] == valkey["livenessProbe"]["exec"]["command"] == ["valkey-cli", "ping"]
+    assert service["spec"]["selector"] == DOCS["Deployment/qwen2-audio-valkey"]["spec"]["selector"]["matchLabels"]
+    url = f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+    assert CONFIG["QWEN2_AUDIO_RESPONSE_STORE"] == url and Settings(response_store=url).response_store == url
+    assert re.search(r":\d+\.\d+\.\d+", valkey["image"])

@@ -27,10 +27,10 @@ def _audio_url(url: str) -> list[dict]:
 
 
 UPLOAD_CASES = [
-    ({"model": MODEL}, ("a.wav", b"definitely not audio"), 415, "file"),
-    ({"model": MODEL}, ("a.mp3", bytes(range(256)) * 16), 415, "file"),
+    ({"model": MODEL}, ("a.wav", b"definitely not audio"), 400, "file"),
+    ({"model": MODEL}, ("a.mp3", bytes(range(256)) * 16), 400, "file"),
     ({"model": MODEL}, ("a.wav", b""), 400, "file"),
-    ({"model": "no-such-model"}, ("a.wav", wav(1.0)), 404, "model"),
+    ({"model": "no-such-model"}, ("a.wav", wav(1.0)), 400, "model"),  # OpenAI: 400 here, 404 on chat
     ({}, ("a.wav", wav(1.0)), 400, "model"),
     ({"model": MODEL, "response_format": "xml"}, ("a.wav", wav(1.0)), 400, "response_format"),
     ({"model": MODEL, "temperature": "3"}, ("a.wav", wav(1.0)), 400, "temperature"),
@@ -38,7 +38,6 @@ UPLOAD_CASES = [
     ({"model": MODEL, "language": "xx-klingon"}, ("a.wav", wav(1.0)), 400, "language"),
     ({"model": MODEL, "response_format": "verbose_json", "timestamp_granularities[]": "word"}, ("a.wav", wav(1.0)), 400, None),
     ({"model": MODEL, "timestamp_granularities[]": "segment"}, ("a.wav", wav(1.0)), 400, None),
-    ({"model": MODEL, "response_format": "srt", "stream": "true"}, ("a.wav", wav(1.0)), 400, None),
 ]
 
 
@@ -66,7 +65,7 @@ CHAT_CASES = [
     (_chat("hi", stop=["a", "b", "c", "d", "e"]), 400),
     (_chat([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]), 400),
     (_chat([{"type": "input_audio", "input_audio": {"data": "%%% not base64 %%%", "format": "wav"}}]), 400),
-    (_chat([{"type": "input_audio", "input_audio": {"data": base64.b64encode(b"junk").decode(), "format": "wav"}}]), 415),
+    (_chat([{"type": "input_audio", "input_audio": {"data": base64.b64encode(b"junk").decode(), "format": "wav"}}]), 400),
     (_chat([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]), 400),
     (_chat(_audio_url("https://example.com/a.wav")), 400),
     (_chat(_audio_url("file:///etc/passwd")), 400),
@@ -90,7 +89,8 @@ async def test_malformed_json_is_400_not_422(http):
 
 
 async def test_unknown_route_is_404_in_openai_shape(http):
-    _assert_openai_error(await http.get("/v1/nothing-here"), 404)
+    error = _assert_openai_error(await http.get("/v1/nothing-here"), 404)
+    assert (error["message"], error["type"]) == ("Invalid URL (GET /v1/nothing-here)", "invalid_request_error")
 
 
 async def test_oversized_body_is_413(http):
@@ -103,11 +103,13 @@ async def test_sdk_raises_typed_errors_and_the_server_keeps_serving(client):
     with pytest.raises(openai.BadRequestError) as bad:
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=9)
     assert "at most 8 samples" in bad.value.message and bad.value.body["param"] == "n"  # the tests' --max-batch-size
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError):  # OpenAI's audio routes answer an unknown model 400
         await client.audio.transcriptions.create(model="nope", file=("a.wav", wav(1.0)))
-    with pytest.raises(openai.APIStatusError) as undecodable:
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as undecodable:
         await client.audio.transcriptions.create(model=MODEL, file=("a.wav", b"garbage"))
-    assert undecodable.value.status_code == 415
+    assert undecodable.value.body["param"] == "file" and undecodable.value.body["type"] == "invalid_request_error"
     ok = await client.audio.transcriptions.create(model=MODEL, file=("a.wav", wav(1.0)))
     assert isinstance(ok.text, str)
 
@@ -139,3 +141,32 @@ async def test_upload_form_errors_name_the_field_too(http):
                                files={"file": ("a.wav", wav(1.0))})
     error = _assert_openai_error(response, 400, "temperature")
     assert error["message"] == "temperature: expected a number, got the string 'warm'"
+
+
+JUNK = base64.b64encode(b"definitely not audio" * 20).decode()
+UNDECODABLE = [
+    ("/v1/audio/transcriptions", None, "file"),
+    ("/v1/audio/translations", None, "file"),
+    ("/v1/chat/completions", _chat([{"type": "text", "text": "?"}, {
+        "type": "input_audio", "input_audio": {"data": JUNK, "format": "wav"}}]), "messages[0].content[1]"),
+    ("/v1/chat/completions", _chat(_audio_url(f"data:audio/wav;base64,{JUNK}")), "messages[0].content[0]"),
+    ("/v1/chat/completions", _chat([{"type": "file", "file": {"file_data": f"data:audio/mpeg;base64,{JUNK}"}}]),
+     "messages[0].content[0]"),
+    ("/v1/responses", {"model": MODEL, "input": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": JUNK, "format": "mp3"}}]}]}, "input[0].content[0]"),
+    ("/v1/responses", {"model": MODEL, "input": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": [
+        {"type": "input_text", "text": "?"}, {"type": "input_file", "file_data": f"data:audio/wav;base64,{JUNK}"}]}]},
+     "input[1].content[1]"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), UNDECODABLE)
+async def test_undecodable_audio_is_400_naming_the_input_on_every_route(http, path, body, param):
+    """As OpenAI answers it (not 415, which the SDKs raise as a bare APIStatusError): the SDK's BadRequestError."""
+    if body is None:
+        response = await http.post(path, data={"model": MODEL}, files={"file": ("a.wav", b"definitely not audio")})
+    else:
+        response = await http.post(path, json=body)
+    error = _assert_openai_error(response, 400, param)
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_audio")
+    assert "wav, mp3, flac" in error["message"]

@@ -30,7 +30,7 @@ CASES = [
     ("input-audio-bad-base64", _response(input=_user({"type": "input_audio", "input_audio": {"data": "!!!"}})), 400,
      "input[0].content[0]"),
     ("input-audio-garbage", _response(input=_user({"type": "input_audio", "input_audio": {
-        "data": base64.b64encode(b"x" * 99).decode(), "format": "mp3"}})), 415, "input[0].content[0]"),
+        "data": base64.b64encode(b"x" * 99).decode(), "format": "mp3"}})), 400, "input[0].content[0]"),
     ("input-file-empty", _response(input=_user({"type": "input_file"})), 400, "input[0].content[0]"),
     ("input-file-url-not-allowed", _response(input=_user({"type": "input_file", "file_url": "file:///etc/passwd"})),
      400, "input[0].content[0]"),
@@ -42,7 +42,7 @@ CASES = [
     ("stream-maybe", _response(stream="maybe"), 400, "stream"),
     ("metadata-not-strings", _response(metadata={"a": {"b": 1}}), 400, "metadata.a"),
     ("previous-id-a-number", _response(previous_response_id=7), 400, "previous_response_id"),
-    ("previous-id-unknown", _response(previous_response_id="resp_nope"), 404, "previous_response_id"),
+    ("previous-id-unknown", _response(previous_response_id="resp_nope"), 400, "previous_response_id"),
     ("tool-choice-required", _response(tool_choice="required"), 400, "tools"),
 ]
 

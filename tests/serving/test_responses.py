@@ -181,9 +181,10 @@ async def test_store_false_is_not_kept(client):
     with pytest.raises(openai.NotFoundError) as caught:
         await client.responses.retrieve(created.id)
     assert "store=false" in caught.value.message
-    with pytest.raises(openai.NotFoundError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:  # OpenAI answers an unknown previous response 400
         await client.responses.create(model=MODEL, input="and?", previous_response_id=created.id)
     assert caught.value.body["param"] == "previous_response_id"
+    assert caught.value.body["code"] == "previous_response_not_found"
 
 
 async def test_the_store_is_bounded(tiny_model_dir, loaded):

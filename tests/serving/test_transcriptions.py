@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import srt
 import webvtt
 
@@ -98,6 +99,19 @@ async def test_streaming_deltas_add_up_to_the_non_streamed_text(client, http):
     assert raw.headers["content-type"].startswith("text/event-stream")
     events = [line[6:] for line in raw.text.split("\n\n") if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[-2])["type"] == "transcript.text.done"
+
+
+@pytest.mark.parametrize("fmt", ["verbose_json", "srt", "vtt"])
+async def test_stream_with_a_format_that_cannot_stream_is_answered_whole(http, fmt):
+    """As OpenAI ignores `stream` for such a format (LiteLLM sends stream=true with verbose_json for whisper-1)."""
+    form = {"model": "whisper-1", "response_format": fmt}
+    whole = await http.post("/v1/audio/transcriptions", data=form, files={"file": ("a.wav", wav(1.0, seed=9))})
+    streamed = await http.post("/v1/audio/transcriptions", data={**form, "stream": "true"},
+                               files={"file": ("a.wav", wav(1.0, seed=9))})
+    assert streamed.status_code == whole.status_code == 200
+    assert streamed.headers["content-type"] == whole.headers["content-type"]
+    assert not streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.text == whole.text
 
 
 async def test_translation_is_its_own_task(client, reference):

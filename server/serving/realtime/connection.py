@@ -36,7 +36,7 @@ class RealtimeServing:
     def __init__(self, services: Services, limits: RealtimeLimits, model_id: str, accepted_models: frozenset[str]) -> None:
         self.services = services
         self.limits = limits
-        self.model_id = model_id  # what a session that names no model reports
+        self.model_id = model_id  # what every session reports, whichever accepted id it was opened with
         self.accepted_models = accepted_models
         self.metrics = services.metrics
         self.open = 0
@@ -68,7 +68,7 @@ class RealtimeServing:
             raise Close(CLOSE_TRY_AGAIN_LATER, f"the server already has {self.open} realtime sessions open, its limit "
                         "(--realtime-max-sessions); try again later", "too_many_sessions", "rate_limit_error")
         session_type: Literal["realtime", "transcription"] = "transcription" if intent == "transcription" else "realtime"
-        session = RealtimeSession(self.services, self.limits, session_type, model or self.model_id, outbox.put)
+        session = RealtimeSession(self.services, self.limits, session_type, self.model_id, outbox.put)
         token = request_id.set(session.id)
         self.open += 1
         self.metrics.realtime_sessions.inc()

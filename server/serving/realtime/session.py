@@ -137,6 +137,7 @@ class RealtimeSession:
             raise ClientError(f"session.{param}: {message.split(': ', 1)[-1]}" if param else message,
                               "invalid_value", f"session.{param}" if param else "session") from exc
         self._check(config)
+        config.model = self.config.model  # the served model's id, whatever accepted id the client names
         old, self.config = self.config, config
         if config.audio.input.format.type != old.audio.input.format.type:
             self.decoder = AudioDecoder(config.audio.input.format.type)
