@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from server.api.error_handlers import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
+from server.api.openapi import DESCRIPTION, install_openapi
 from server.api.routes import public, v1
 from server.api.websocket import router as realtime
 from server.audio.diarization import DiarizationOptions, Diarizer, SpeakerEncoder
@@ -78,7 +79,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         await engine.stop()
         await store.close()
 
-    app = FastAPI(title="Qwen2-Audio server", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Qwen2-Audio server", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  generate_unique_id_function=lambda route: route.name)  # operationIds: the routes' function names
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.api_keys = settings.api_keys()
@@ -89,6 +91,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
     app.include_router(realtime)
     if settings.playground:
         app.include_router(playground)
+    install_openapi(app)
     if settings.cors_origin:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from server.protocol.errors import APIError, error_body
 from server.protocol.validation import describe_validation_error
@@ -36,7 +37,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":  # no such route: in OpenAI's words
             message = f"Invalid URL ({request.method} {request.url.path})"
-        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names the methods of one route; the path may have several
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return JSONResponse(error_body(exc.status_code, message), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(ClientDisconnected)
     async def _gone(_: Request, exc: Exception) -> Response:
@@ -48,3 +52,12 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         message = f"internal server error (request id {request_id.get()})"
         return JSONResponse(error_body(500, message), status_code=500)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (asked of the routes themselves: included routers too)."""
+    return [method for method in _METHODS if any(
+        route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.router.routes)]
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -3,16 +3,19 @@
 import asyncio
 import hashlib
 import hmac
+import json
 from collections.abc import Awaitable
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from server.api.error_handlers import ClientDisconnected
+from server.api.openapi import answers, upload_form
 from server.protocol.audio import TranscriptionRequest
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.errors import APIError, bad_request, error_body
@@ -23,16 +26,18 @@ from server.serving.formats import Answer, EventStream
 from server.serving.prompts import Task
 from server.serving.response_store import EVERYONE, Owner
 
+bearer = HTTPBearer(auto_error=False, scheme_name="ApiKeyAuth", description="One of the server's `--api-key` values (when it has any).")
 
-def verify_api_key(request: Request) -> Owner:
+
+def verify_api_key(request: Request,
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Owner:
     """The caller, once its key is checked: a digest of the key, what its stored responses belong to."""
     keys = request.app.state.api_keys
     if not keys:
         return EVERYONE
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = token.strip().encode()
+    given = (credentials.credentials if credentials else "").encode()
     # compare_digest against every key: the time taken does not tell how much of a guess was right
-    if scheme.lower() != "bearer" or not any([hmac.compare_digest(given, key.encode()) for key in keys]):
+    if not any([hmac.compare_digest(given, key.encode()) for key in keys]):
         raise APIError(401, "invalid or missing API key: send Authorization: Bearer <key>", code="invalid_api_key")
     return Owner(hashlib.sha256(given).hexdigest())
 
@@ -66,8 +71,10 @@ async def transcription_form(request: Request) -> tuple[TranscriptionRequest, Bi
             name = key.removesuffix("[]")
             if name in LIST_FIELDS:
                 fields.setdefault(name, []).append(value)
-            elif name.startswith("chunking_strategy["):
-                fields.setdefault("chunking_strategy", {})[name[len("chunking_strategy["):-1]] = value
+            elif name.startswith("chunking_strategy["):  # the SDK's spelling of an object: its fields' JSON
+                fields.setdefault("chunking_strategy", {})[name[len("chunking_strategy["):-1]] = _json_or_text(value)
+            elif name == "chunking_strategy" and value.startswith("{"):  # OpenAPI's: the object as JSON
+                fields[name] = _json_or_text(value)
             else:
                 fields[name] = value
     try:
@@ -79,22 +86,26 @@ async def transcription_form(request: Request) -> tuple[TranscriptionRequest, Bi
     return parsed, upload.file  # spooled to disk past 1 MiB by the form parser; decoded as it is read
 
 
+def _json_or_text(value: str) -> object:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # pydantic says what is wrong with it
+
+
 TranscriptionForm = Annotated[tuple[TranscriptionRequest, BinaryIO], Depends(transcription_form)]
-_FORM_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["file", "model"],
-    "properties": {"file": {"type": "string", "format": "binary"}, **TranscriptionRequest.model_json_schema()["properties"]},
-}}}}}
+_FORM_DOC = upload_form(TranscriptionRequest)
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(verify_api_key)])
 public = APIRouter()
 
 
-@v1.post("/audio/transcriptions", openapi_extra=_FORM_DOC)
+@v1.post("/audio/transcriptions", openapi_extra=_FORM_DOC, responses=answers("POST /v1/audio/transcriptions"))
 async def transcriptions(request: Request, form: TranscriptionForm) -> Response:
     return await _transcribe(request, form, "transcribe")
 
 
-@v1.post("/audio/translations", openapi_extra=_FORM_DOC)
+@v1.post("/audio/translations", openapi_extra=_FORM_DOC, responses=answers("POST /v1/audio/translations"))
 async def translations(request: Request, form: TranscriptionForm) -> Response:
     return await _transcribe(request, form, "translate")
 
@@ -106,7 +117,7 @@ async def _transcribe(request: Request, form: tuple[TranscriptionRequest, Binary
     return respond(await until_disconnected(request, serving.create(parsed, audio, task)))
 
 
-@v1.post("/chat/completions")
+@v1.post("/chat/completions", responses=answers("POST /v1/chat/completions"))
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     check_model(request, body.model)
     return respond(await until_disconnected(request, request.app.state.chat.create(body)))
@@ -120,7 +131,7 @@ def respond(result: Answer | EventStream) -> Response:
     return Response(result.body, media_type=result.media_type)
 
 
-@v1.get("/models")
+@v1.get("/models", responses=answers("GET /v1/models"))
 async def models(request: Request) -> ModelList:
     state = request.app.state
     card = dict(created=state.started, owned_by="random-weights" if state.info.random_weights else "qwen",
@@ -129,30 +140,30 @@ async def models(request: Request) -> ModelList:
     return ModelList(data=[ModelCard(id=model_id, **card) for model_id in ids])
 
 
-@v1.get("/models/{model:path}")
+@v1.get("/models/{model:path}", responses=answers("GET /v1/models/{model}"))
 async def model_card(request: Request, model: str) -> ModelCard:
     check_model(request, model)
     cards = (await models(request)).data
     return next((card for card in cards if card.id == model), cards[0].model_copy(update={"id": model}))
 
 
-@v1.post("/responses")
+@v1.post("/responses", responses=answers("POST /v1/responses"))
 async def responses(request: Request, body: ResponsesRequest, caller: Caller) -> Response:
     check_model(request, body.model)
     return respond(await until_disconnected(request, request.app.state.responses.create(body, caller)))
 
 
-@v1.get("/responses/{response_id}")
+@v1.get("/responses/{response_id}", responses=answers("GET /v1/responses/{response_id}"))
 async def retrieve_response(request: Request, response_id: str, caller: Caller) -> JSONResponse:
     return JSONResponse(await request.app.state.responses.retrieve(response_id, caller))
 
 
-@v1.delete("/responses/{response_id}")
+@v1.delete("/responses/{response_id}", responses=answers("DELETE /v1/responses/{response_id}"))
 async def delete_response(request: Request, response_id: str, caller: Caller) -> JSONResponse:
     return JSONResponse(await request.app.state.responses.delete(response_id, caller))
 
 
-@v1.get("/responses/{response_id}/input_items")
+@v1.get("/responses/{response_id}/input_items", responses=answers("GET /v1/responses/{response_id}/input_items"))
 async def response_input_items(request: Request, response_id: str, caller: Caller,
                                limit: Annotated[int, Query(ge=1, le=100)] = 20,
                                order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
@@ -160,13 +171,13 @@ async def response_input_items(request: Request, response_id: str, caller: Calle
     return JSONResponse(await request.app.state.responses.input_items(response_id, caller, limit, order, after))
 
 
-@public.get("/health")
+@public.get("/health", responses=answers("GET /health"))
 async def health() -> dict:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@public.get("/ready")
+@public.get("/ready", responses=answers("GET /ready"))
 async def ready(request: Request) -> Response:
     """Readiness: the model is loaded, warmed up and its engine loop runs. A response store that is down is said
     here but leaves the replica ready: every replica shares it, and requests that do not need it go on."""
@@ -177,10 +188,11 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
-@public.get("/metrics")
+@public.get("/metrics", response_class=Response, responses=answers("GET /metrics"))
 async def metrics(request: Request) -> Response:
+    """Prometheus' text format."""
     if request.app.state.settings.metrics_require_key:
-        verify_api_key(request)
+        verify_api_key(request, await bearer(request))
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -2,9 +2,9 @@
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, Field, StringConstraints, WithJsonSchema, model_validator
 
-from server.protocol import OpenAIRequest
+from server.protocol import FormBool, JSONFloat, OpenAIRequest, json_int
 from server.protocol.errors import bad_request
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
@@ -16,9 +16,12 @@ class ServerVad(OpenAIRequest):
     """`chunking_strategy` with explicit voice-activity settings: one clip (and segment) per utterance."""
 
     type: Literal["server_vad"]
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=10_000)
-    silence_duration_ms: int = Field(200, ge=0, le=10_000)
+    threshold: JSONFloat = Field(0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: json_int(ge=0, le=10_000) = 300
+    silence_duration_ms: json_int(ge=0, le=10_000) = 200
+
+
+_SEGMENT_ONLY = WithJsonSchema({"type": "string", "const": "segment"})  # no word timestamps: the validator says why
 
 
 class TranscriptionRequest(OpenAIRequest):
@@ -32,22 +35,27 @@ class TranscriptionRequest(OpenAIRequest):
     prompt: str | None = None
     keywords: list[Keyword] = Field(default_factory=list, max_length=100, description=(
         "Words and phrases that may occur in the audio: a hint in the instruction."))
-    response_format: ResponseFormat = "json"
+    response_format: ResponseFormat = Field("json", description=(
+        "diarized_json: transcriptions only, and it needs chunking_strategy."))
     temperature: float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["segment", "word"]] = Field(default_factory=list)
-    stream: bool = False
+    timestamp_granularities: list[Annotated[Literal["segment", "word"], _SEGMENT_ONLY]] = Field(
+        default_factory=list, description="Needs response_format verbose_json.")
+    stream: FormBool = False
     include: list[Literal["logprobs"]] = Field(default_factory=list)
-    chunking_strategy: Literal["auto"] | ServerVad | None = None
+    chunking_strategy: Literal["auto"] | ServerVad | None = Field(None, description=(
+        "How long audio is cut into clips; required for diarization models (response_format diarized_json)."))
     known_speaker_names: list[str] = Field(default_factory=list, description=(
-        "diarized_json: up to 4 names of known speakers, each with a reference in known_speaker_references."))
+        "diarized_json only: up to 4 names of known speakers, distinct and not empty, each with a reference in "
+        "known_speaker_references."))
     known_speaker_references: list[str] = Field(default_factory=list, description=(
-        "diarized_json: data URLs of 2-10 s of each known speaker's speech, in any accepted audio format."))
+        "diarized_json only: one per name, each a base64 data URL of 2-10 s of that speaker's speech (at least "
+        "0.5 s of it speech), in any accepted audio format."))
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     # extensions: translate into this language instead of English (translations only); vLLM-style length control
     target_language: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     min_tokens: int = Field(0, ge=0)
-    ignore_eos: bool = False
+    ignore_eos: FormBool = False
 
     @model_validator(mode="after")
     def _supported(self) -> "TranscriptionRequest":
@@ -150,3 +158,20 @@ class VerboseTranscription(BaseModel):
     text: str
     segments: list[Segment]
     usage: DurationUsage
+
+
+class TranscriptTextDelta(BaseModel):
+    """A streamed transcription's text as it comes (`stream=true`)."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+    segment_id: str | None = None  # diarized_json: the segment the text belongs to
+
+
+class TranscriptTextDone(BaseModel):
+    """The last event of a streamed transcription: the whole text and its usage."""
+
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    languages: list[DetectedLanguage] | None = None  # what language detection found, when `languages` asked
+    usage: TranscriptionUsage

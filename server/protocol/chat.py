@@ -4,9 +4,9 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
-from server.protocol import OpenAIRequest
+from server.protocol import JSONFloat, OpenAIRequest, json_int
 
 
 class InputAudio(BaseModel):
@@ -56,7 +56,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class JSONSchema(BaseModel):
@@ -67,12 +67,16 @@ class JSONSchema(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     schema_: dict | None = Field(None, alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ResponseFormat(BaseModel):
+    model_config = ConfigDict(json_schema_extra={  # the rule below, for the schema
+        "if": {"properties": {"type": {"const": "json_schema"}}},
+        "then": {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}}})
+
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchema | None = None
+    json_schema: JSONSchema | None = Field(None, description="Needed by type json_schema.")
 
     @model_validator(mode="after")
     def _schema_given(self) -> "ResponseFormat":
@@ -88,34 +92,46 @@ class ResponseFormat(BaseModel):
         return {"type": "json_schema", "schema": schema} if schema is not None else {"type": "json_object"}
 
 
+# What OpenAI's API has and this model cannot do, accepted only empty; their schemas say so (the validator, why)
+_NULL = WithJsonSchema({"type": "null"})
+_NO_ITEMS = WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "object"}, "maxItems": 0}, {"type": "null"}]})
+_TEXT_ONLY = WithJsonSchema({"anyOf": [{"type": "array", "items": {"type": "string", "const": "text"}},
+                                       {"type": "null"}]})
+_NO_KEYS = WithJsonSchema({"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]})
+_NO_TOOL = WithJsonSchema({"anyOf": [{"type": "string", "const": "none"}, {"type": "null"}]})
+_FOUR_STOPS = WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+                                        {"type": "null"}]})
+
+
 class ChatCompletionRequest(OpenAIRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, description="At least one user message; audio in user "
+                                        "messages only.")
     model: str
-    audio: dict | None = None
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
+    audio: Annotated[dict | None, _NULL] = None
+    frequency_penalty: JSONFloat = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: Annotated[dict[str, float] | None, _NO_KEYS] = None
     logprobs: StrictBool = False
-    max_completion_tokens: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1)
-    modalities: list[str] | None = None
-    n: int = Field(1, ge=1, le=128)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    max_completion_tokens: json_int(ge=1) | None = None
+    max_tokens: json_int(ge=1) | None = None
+    modalities: Annotated[list[str] | None, _TEXT_ONLY] = None
+    n: json_int(ge=1, le=128) = Field(1, description="At most the server's --max-batch-size.")
+    presence_penalty: JSONFloat = Field(0.0, ge=-2.0, le=2.0)
     response_format: ResponseFormat | None = None
-    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
-    stop: str | list[str] | None = None
+    seed: json_int(ge=-(2**63), lt=2**64) | None = None
+    stop: Annotated[str | list[str] | None, _FOUR_STOPS] = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    tool_choice: str | dict | None = None
-    tools: list[dict] | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    temperature: JSONFloat | None = Field(None, ge=0.0, le=2.0)
+    tool_choice: Annotated[str | dict | None, _NO_TOOL] = None
+    tools: Annotated[list[dict] | None, _NO_ITEMS] = None
+    top_logprobs: json_int(ge=0, le=20) | None = Field(None, description="Needs logprobs=true.")
+    top_p: JSONFloat | None = Field(None, gt=0.0, le=1.0)
     user: str | None = None
     # vLLM-style extensions
-    top_k: int | None = Field(None, ge=-1)
-    min_p: float | None = Field(None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
-    min_tokens: int = Field(0, ge=0)
+    top_k: json_int(ge=-1) | None = None
+    min_p: JSONFloat | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: JSONFloat | None = Field(None, gt=0.0, le=10.0)
+    min_tokens: json_int(ge=0) = 0
     ignore_eos: StrictBool = False
 
     @model_validator(mode="after")

@@ -4,7 +4,9 @@ Serving raises `APIError` wherever it finds a request it cannot serve; the HTTP 
 turns it into a response with its status, and the realtime API into an `error` event.
 """
 
-__all__ = ["APIError", "bad_request", "error_body", "service_unavailable"]
+from pydantic import BaseModel
+
+__all__ = ["APIError", "Error", "ErrorResponse", "bad_request", "error_body", "service_unavailable"]
 
 # OpenAI's `type` for each status: a wrong key and an unknown id are invalid requests too (docs/api.md, Errors)
 _TYPES = {
@@ -12,6 +14,19 @@ _TYPES = {
     405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
     503: "service_unavailable_error",
 }
+
+
+class Error(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every HTTP error, as OpenAI's API and its SDKs have it."""
+
+    error: Error
 
 
 class APIError(Exception):
@@ -29,7 +44,8 @@ class APIError(Exception):
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param, "code": code}}
+    error = Error(message=message, type=_TYPES.get(status, "invalid_request_error"), param=param, code=code)
+    return ErrorResponse(error=error).model_dump()
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:

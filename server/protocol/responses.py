@@ -5,9 +5,9 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
-from server.protocol import OpenAIRequest
+from server.protocol import JSONFloat, OpenAIRequest, json_int
 from server.protocol.chat import ChatCompletionRequest
 
 
@@ -29,7 +29,7 @@ class InputAudioData(BaseModel):
     format: str | None = None
 
 
-class InputAudio(BaseModel):
+class ResponseInputAudio(BaseModel):
     type: Literal["input_audio"]
     input_audio: InputAudioData
 
@@ -44,7 +44,7 @@ class InputFile(BaseModel):
     filename: str | None = None
 
 
-InputContent = Annotated[InputText | OutputText | InputAudio | InputFile, Field(discriminator="type")]
+InputContent = Annotated[InputText | OutputText | ResponseInputAudio | InputFile, Field(discriminator="type")]
 
 
 class InputMessage(BaseModel):
@@ -58,7 +58,11 @@ class InputMessage(BaseModel):
 class TextFormat(BaseModel):
     """`text.format`: {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "name", "schema", "strict"}."""
 
-    model_config = {"extra": "allow"}
+    model_config = ConfigDict(extra="allow", json_schema_extra={  # json_schema's fields, as chat's JSONSchema has them
+        "if": {"properties": {"type": {"const": "json_schema"}}, "required": ["type"]},
+        "then": {"required": ["name"], "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": {"type": ["string", "null"]},
+            "schema": {"type": ["object", "null"]}, "strict": {"type": ["boolean", "null"]}}}})
     type: Literal["text", "json_object", "json_schema"] = "text"
 
     def as_response_format(self) -> dict:
@@ -73,21 +77,28 @@ class TextConfig(BaseModel):
 
 class ResponsesRequest(OpenAIRequest):
     model: str
-    input: str | list[InputMessage]
-    background: StrictBool | None = None
+    input: str | Annotated[list[InputMessage], Field(json_schema_extra={"minItems": 1})] = Field(
+        description="A string, or at least one message; audio in user messages only.")
+    background: Annotated[StrictBool | None, WithJsonSchema({"anyOf": [{"type": "boolean", "const": False},
+                                                                       {"type": "null"}]})] = None  # not supported
     include: list[str] | None = None
     instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: json_int(ge=1) | None = None
     metadata: dict[str, str] | None = None
     parallel_tool_calls: StrictBool | None = None
-    previous_response_id: str | None = None
+    previous_response_id: str | None = Field(
+        None, description="A response this API key stored (store=true) and that is still kept; any other id is a 400 "
+                          "with code previous_response_not_found.")
     store: StrictBool = True
     stream: StrictBool = False
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: JSONFloat | None = Field(None, ge=0.0, le=2.0)
     text: TextConfig = Field(default_factory=TextConfig)
-    tool_choice: str | dict | None = None
-    tools: list[dict] | None = None
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    # no tool calling: accepted only without tools, as their schemas say
+    tool_choice: Annotated[str | dict | None, WithJsonSchema({"anyOf": [{"type": "string", "enum": ["none", "auto"]},
+                                                                        {"type": "null"}]})] = None
+    tools: Annotated[list[dict] | None, WithJsonSchema({"anyOf": [
+        {"type": "array", "items": {"type": "object"}, "maxItems": 0}, {"type": "null"}]})] = None
+    top_p: JSONFloat | None = Field(None, gt=0.0, le=1.0)
     truncation: Literal["auto", "disabled"] | None = None
     user: str | None = None
 
@@ -102,7 +113,7 @@ class ResponsesRequest(OpenAIRequest):
             raise ValueError("input: give at least one input item, or a string")
         for i, item in enumerate(self.items):
             for j, part in enumerate(item.content if item.role != "user" and isinstance(item.content, list) else []):
-                if isinstance(part, InputAudio | InputFile):
+                if isinstance(part, ResponseInputAudio | InputFile):
                     raise ValueError(f"input[{i}].content[{j}]: audio is accepted in user messages only")
         return self
 
@@ -135,7 +146,7 @@ def chat_message(item: InputMessage, index: int) -> dict:
 def chat_part(part: InputContent, param: str) -> dict:
     if isinstance(part, InputText | OutputText):
         return {"type": "text", "text": part.text}
-    if isinstance(part, InputAudio):
+    if isinstance(part, ResponseInputAudio):
         return {"type": "input_audio", "input_audio": part.input_audio.model_dump()}
     if part.file_data is not None:
         return {"type": "file", "file": {"file_data": part.file_data, "filename": part.filename}}
@@ -219,3 +230,21 @@ class InputItemList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool
+
+
+class ResponseStreamEvent(BaseModel):
+    """One event of a streamed response (`stream=true`), named by its `type` (also the event's SSE name), with the
+    fields of that type as OpenAI's ResponseStreamEvent has them."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["response.created", "response.in_progress", "response.output_item.added",
+                  "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+                  "response.content_part.done", "response.output_item.done", "response.completed",
+                  "response.incomplete", "error"]
+    sequence_number: int

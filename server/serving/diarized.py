@@ -32,7 +32,7 @@ from server.audio.diarization import (
     turn_clips,
 )
 from server.audio.diarization.references import MAX_REFERENCE_SECONDS
-from server.protocol.audio import ServerVad, TranscriptionRequest
+from server.protocol.audio import ServerVad, TranscriptionRequest, TranscriptTextDelta, TranscriptTextDone
 from server.protocol.errors import bad_request
 from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
@@ -135,8 +135,8 @@ class DiarizedServing:
                         clips.append(item)
                     else:
                         text += item
-                        yield sse({"type": "transcript.text.delta", "delta": item,
-                                   "segment_id": formats.segment_id(len(clips))})
+                        delta = TranscriptTextDelta(delta=item, segment_id=formats.segment_id(len(clips)))
+                        yield sse(delta.model_dump())
         except TimeoutError:
             yield sse_error(timed_out(self.timeout_s))
             return
@@ -145,7 +145,7 @@ class DiarizedServing:
             return
         self.transcription.metrics.audio_seconds.labels("transcribe").inc(seconds)
         usage = formats.transcription_usage(clips)
-        yield sse({"type": "transcript.text.done", "text": text, "usage": usage.model_dump()})
+        yield sse(TranscriptTextDone(text=text, usage=usage).model_dump(exclude_none=True))
         yield sse("[DONE]")
 
 

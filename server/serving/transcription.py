@@ -24,7 +24,7 @@ from server.engine.interface import ModelInfo
 from server.engine.request import EngineError
 from server.engine.sequence import RequestStream
 from server.metrics import Metrics
-from server.protocol.audio import ServerVad, TranscriptionRequest
+from server.protocol.audio import ServerVad, TranscriptionRequest, TranscriptTextDelta, TranscriptTextDone
 from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
 from server.serving.framing import FrameStripper
@@ -152,7 +152,7 @@ class TranscriptionServing(Endpoint):
                         clips.append(item)
                     else:
                         text += item
-                        yield sse({"type": "transcript.text.delta", "delta": item})
+                        yield sse(TranscriptTextDelta(delta=item).model_dump(exclude_none=True))
                 languages = await detection.languages() if detection else None
         except TimeoutError:
             yield sse_error(timed_out(self.timeout_s))
@@ -164,8 +164,9 @@ class TranscriptionServing(Endpoint):
             if detection:
                 detection.cancel()
         self.metrics.audio_seconds.labels(task).inc(upload.seconds)
-        done = {"type": "transcript.text.done", "text": text, "usage": formats.transcription_usage(clips).model_dump()}
-        yield sse(done | ({"languages": formats.detected(languages)} if languages is not None else {}))
+        found = formats.detected(languages) if languages is not None else None
+        done = TranscriptTextDone(text=text, usage=formats.transcription_usage(clips), languages=found)
+        yield sse(done.model_dump(exclude_none=True))
         yield sse("[DONE]")
 
     async def _submitted(self, request: TranscriptionRequest, task: Task,
