@@ -16,7 +16,7 @@ def test_bench_diarization_scores_every_conversation_and_times_a_file(tiny_model
     out = tmp_path / "diarization"
     run = subprocess.run(
         [sys.executable, "-m", "server", "bench", "--diarization", "--model", tiny_model_dir, "--diarization-minutes",
-         "0.5", "--output-tokens", "4", "--device", "cpu", "--out", str(out)],
+         "1", "--output-tokens", "4", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
