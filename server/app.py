@@ -14,6 +14,7 @@ from server.api.middleware import BodyLimit, RequestContext, RequestMetrics
 from server.api.openapi import DESCRIPTION, install_openapi
 from server.api.routes import public, v1
 from server.api.websocket import router as realtime
+from server.audio.diarization import DiarizationOptions, Diarizer, SpeakerEncoder
 from server.audio.vad import SpeechDetector
 from server.config import STEP_SETTINGS_DIR, Settings
 from server.engine.engine import Engine, EngineConfig
@@ -22,6 +23,7 @@ from server.metrics import Metrics
 from server.playground import router as playground
 from server.runner.loader import LoadConfig, load_model
 from server.serving.chat import ChatServing
+from server.serving.diarized import DiarizedServing
 from server.serving.realtime import realtime_serving
 from server.serving.response_store import StoreBounds, open_store
 from server.serving.responses import ResponsesServing
@@ -59,6 +61,8 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         app.state.engine, app.state.info = engine, engine.info
         app.state.chat = ChatServing(engine, engine.info, metrics, settings, detector)
         app.state.transcription = TranscriptionServing(engine, engine.info, metrics, settings, detector)
+        diarizer = Diarizer(detector, SpeakerEncoder(), DiarizationOptions())
+        app.state.diarized = DiarizedServing(app.state.transcription, diarizer, settings.diarization_workers)
         store = open_store(settings.response_store, StoreBounds(
             settings.responses_store_entries, int(settings.responses_store_mb * 2**20), settings.responses_store_ttl_s))
         app.state.responses = ResponsesServing(app.state.chat, store)
@@ -71,6 +75,7 @@ def create_app(settings: Settings, model: LoadedModel | None = None) -> FastAPI:
         if problem := await store.problem():  # not fatal: stateless requests go on, the store may come back
             logger.warning("%s; /ready says so until it answers", problem)
         yield
+        app.state.diarized.close()
         await engine.stop()
         await store.close()
 

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     """Serve a small random-weight model of the real architecture instead of --model (no download; for trying the API and tests)."""
     served_model_name: str | None = None
     """Model id that clients send and /v1/models lists (default: the --model value)."""
-    model_alias: Annotated[list[str], NoDecode] = ["whisper-1"]
+    model_alias: Annotated[list[str], NoDecode] = ["whisper-1", "gpt-4o-transcribe-diarize"]
     """Other model ids accepted as this model, e.g. for clients hard-wired to OpenAI names (repeat the flag, or comma-separate in the variable)."""
     host: str = "127.0.0.1"
     """Address to bind; 0.0.0.0 to serve the LAN."""
@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     """Largest JSON request body (chat with base64 audio), in MiB; parsed in memory (413 above it)."""
     max_audio_seconds: float = Field(7200.0, gt=0)
     """Longest accepted audio per request, in seconds (400 above it)."""
+    diarization_workers: int = Field(2, ge=1, le=64)
+    """Diarizations (response_format=diarized_json) that run at once, each on one CPU core beside the model; more wait their turn."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity."""
     playground: bool = True

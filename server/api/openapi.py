@@ -17,6 +17,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, TypeAdapter
 
 from server.protocol.audio import (
+    DiarizedSegment,
+    DiarizedTranscription,
     Transcription,
     TranscriptTextDelta,
     TranscriptTextDone,
@@ -100,14 +102,17 @@ def event_stream(*events: type[BaseModel], done: bool = False) -> dict[str, Any]
 
 
 _TEXT = {"type": "string"}
-_TRANSCRIBED = (Transcription | VerboseTranscription, {  # the format's media type: formats.TRANSCRIPTION_MEDIA_TYPES
+_TRANSLATED = (Transcription | VerboseTranscription, {  # the format's media type: formats.TRANSCRIPTION_MEDIA_TYPES
     "text/plain": _TEXT, "text/vtt": _TEXT,
     "text/event-stream": event_stream(TranscriptTextDelta, TranscriptTextDone, done=True)})
+_TRANSCRIBED = (Transcription | VerboseTranscription | DiarizedTranscription, {  # diarized_json: transcriptions only
+    "text/plain": _TEXT, "text/vtt": _TEXT,
+    "text/event-stream": event_stream(TranscriptTextDelta, DiarizedSegment, TranscriptTextDone, done=True)})
 # what each operation answers with 200 that its route's return type does not say: a JSON model (or None) and the
 # schemas of its other media types
 _SUCCESS: dict[str, tuple[Any, dict[str, dict[str, Any]]]] = {
     "POST /v1/audio/transcriptions": _TRANSCRIBED,
-    "POST /v1/audio/translations": _TRANSCRIBED,
+    "POST /v1/audio/translations": _TRANSLATED,
     "POST /v1/chat/completions": (ChatCompletion, {"text/event-stream": event_stream(ChatCompletionChunk, done=True)}),
     "POST /v1/responses": (Response, {"text/event-stream": event_stream(ResponseStreamEvent)}),
     "GET /v1/responses/{response_id}": (Response, {}),

@@ -52,9 +52,16 @@ def check_model(request: Request, model: str, status: int = 404) -> None:
                        param="model", code="model_not_found")
 
 
+LIST_FIELDS = ("timestamp_granularities", "include", "keywords", "languages", "known_speaker_names",
+               "known_speaker_references")
+# a form field other than the file may be this large: known_speaker_references[] are data URLs of up to 10 s of
+# audio in any format (a 96 kHz stereo float WAV is 10 MiB as base64); the parser holds fields in memory
+MAX_FIELD_BYTES = 16 * 2**20
+
+
 async def transcription_form(request: Request) -> tuple[TranscriptionRequest, BinaryIO]:
     """The multipart form as the OpenAI SDK sends it (`timestamp_granularities[]`, `stream=true`, ...)."""
-    form = await request.form()
+    form = await request.form(max_part_size=MAX_FIELD_BYTES)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise bad_request("file: an audio file part is required", param="file")
@@ -62,7 +69,7 @@ async def transcription_form(request: Request) -> tuple[TranscriptionRequest, Bi
     for key, value in form.multi_items():
         if isinstance(value, str):
             name = key.removesuffix("[]")
-            if name in ("timestamp_granularities", "include"):
+            if name in LIST_FIELDS:
                 fields.setdefault(name, []).append(value)
             elif name.startswith("chunking_strategy["):  # the SDK's spelling of an object: its fields' JSON
                 fields.setdefault("chunking_strategy", {})[name[len("chunking_strategy["):-1]] = _json_or_text(value)
@@ -105,7 +112,9 @@ async def translations(request: Request, form: TranscriptionForm) -> Response:
 
 async def _transcribe(request: Request, form: tuple[TranscriptionRequest, BinaryIO], task: Task) -> Response:
     parsed, audio = form
-    return respond(await until_disconnected(request, request.app.state.transcription.create(parsed, audio, task)))
+    state = request.app.state
+    serving = state.diarized if parsed.response_format == "diarized_json" else state.transcription
+    return respond(await until_disconnected(request, serving.create(parsed, audio, task)))
 
 
 @v1.post("/chat/completions", responses=answers("POST /v1/chat/completions"))

@@ -85,7 +85,9 @@ def _calibration_scenes() -> tuple[Scene, ...]:
 CALIBRATION_SCENES = _calibration_scenes()
 HELD_OUT_SCENES = (Scene(HELD_OUT_VOICES, 9001, 120.0), Scene(HELD_OUT_VOICES, 9002, 120.0),
                    Scene((HELD_OUT_VOICES[0], MORE_HELD_OUT_VOICES[0]), 9011, 120.0),
-                   Scene(HELD_OUT_VOICES[1:] + MORE_HELD_OUT_VOICES, 9012, 120.0))
+                   Scene(HELD_OUT_VOICES[1:] + MORE_HELD_OUT_VOICES, 9012, 120.0),
+                   # a minute each: less speech per voice to find it by (a 60 s conversation once split a voice)
+                   Scene(HELD_OUT_VOICES, 9021, 60.0), Scene((HELD_OUT_VOICES[2], MORE_HELD_OUT_VOICES[1]), 9022, 60.0))
 
 
 @dataclass(frozen=True)

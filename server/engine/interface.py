@@ -106,8 +106,9 @@ class Processor(Protocol):
         ...
 
     def compile_grammar(self, response_format: dict) -> object:
-        """{"type": "json_object"} or {"type": "json_schema", "schema": {...}} -> the grammar SamplingParams.grammar
-        carries to the runner (opaque to the engine). ValueError, saying why, if it cannot be compiled."""
+        """{"type": "json_object"}, {"type": "json_schema", "schema": {...}} or {"type": "choice", "choices": [...]}
+        (one of these strings) -> the grammar SamplingParams.grammar carries to the runner (opaque to the engine).
+        ValueError, saying why, if it cannot be compiled."""
         ...
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 _TYPES = {"index.html": "text/html", "style.css": "text/css", "app.js": "text/javascript", "api.js": "text/javascript",
           "audio.js": "text/javascript", "snippets.js": "text/javascript", "live.js": "text/javascript",
-          "live-worklet.js": "text/javascript"}
+          "live-worklet.js": "text/javascript", "who.js": "text/javascript"}
 _ASSETS = {name: (files(__package__) / name).read_bytes() for name in _TYPES}
 # Only this origin's scripts, styles and API: a key typed into the page can only go back to this server.
 _HEADERS = {

@@ -3,6 +3,7 @@ import {api, apiKey, KEY_STORAGE, readEvents} from "./api.js";
 import {audioDuration, base64, formatOf} from "./audio.js";
 import {setUpLive} from "./live.js";
 import {curlFor, pythonFor} from "./snippets.js";
+import {dataUrl, knownSpeakers, setUpKnownSpeakers, WhoSpoke} from "./who.js";
 
 const $ = (id) => document.getElementById(id);
 const TRANSCRIPTION_ENDPOINTS = {transcribe: "/v1/audio/transcriptions", translate: "/v1/audio/translations"};
@@ -118,8 +119,10 @@ function currentTask() {
 
 function onTaskChange() {
   const task = currentTask();
-  const kind = TRANSCRIPTION_ENDPOINTS[task] ? task : "chat";
-  document.querySelectorAll(".options .field").forEach((field) => { field.hidden = field.dataset.for !== kind; });
+  const kind = TRANSCRIPTION_ENDPOINTS[task] || task === "diarize" ? task : "chat";
+  document.querySelectorAll(".options .field").forEach((field) => {
+    field.hidden = !field.dataset.for.split(" ").includes(kind);
+  });
   const prompt = $("prompt");
   if (task in PRESETS) prompt.value = PRESETS[task];
   else if (Object.values(PRESETS).includes(prompt.value)) prompt.value = "";
@@ -128,6 +131,12 @@ function onTaskChange() {
 function buildRequest() {
   const task = currentTask();
   const clip = state.clip;
+  if (task === "diarize") {  // OpenAI's diarized transcription: speaker segments, chunking_strategy required
+    const fields = {model: state.model, response_format: "diarized_json", chunking_strategy: "auto"};
+    const language = $("language").value.trim();
+    if (language) fields.language = language;
+    return {task, kind: "diarize", endpoint: TRANSCRIPTION_ENDPOINTS.transcribe, clip, fields, known: knownSpeakers()};
+  }
   if (TRANSCRIPTION_ENDPOINTS[task]) {
     const fields = {model: state.model};
     const language = $(task === "transcribe" ? "language" : "target-language").value.trim();
@@ -144,6 +153,10 @@ function transcriptionForm(request, extra) {
   const form = new FormData();
   form.append("file", request.clip.blob, request.clip.name);
   for (const [name, value] of Object.entries({...request.fields, ...extra})) form.append(name, value);
+  (request.known || []).forEach((speaker, i) => {  // as the OpenAI SDK sends lists
+    form.append("known_speaker_names[]", speaker.name);
+    form.append("known_speaker_references[]", request.references[i]);
+  });
   return form;
 }
 
@@ -173,7 +186,8 @@ async function run() {
   updateButtons();
   const started = performance.now();
   const answer = {text: "", first: null, usage: null};
-  const onText = (delta) => {
+  const who = request.kind === "diarize" ? new WhoSpoke($("output"), $("speakers")) : null;
+  const onText = (delta, event) => {
     if (!delta) return;
     if (answer.first === null) {
       answer.first = performance.now() - started;
@@ -181,22 +195,26 @@ async function run() {
       $("output").classList.remove("empty");
     }
     answer.text += delta;
-    $("output").textContent = answer.text;
+    if (who) who.delta(event);
+    else $("output").textContent = answer.text;
   };
   try {
+    if (who) request.references = await Promise.all(request.known.map((speaker) => dataUrl(speaker.file)));
     const init = request.kind === "chat"
       ? {body: await chatBody(request), headers: {"Content-Type": "application/json"}}
       : {body: transcriptionForm(request, {stream: "true"})};
     const response = await api(request.endpoint, {method: "POST", signal: controller.signal, ...init});
     await readEvents(response, (event) => {
-      if (event.type === "transcript.text.delta") onText(event.delta);
+      if (event.type === "transcript.text.delta") onText(event.delta, event);
+      if (event.type === "transcript.text.segment") who.segment(event);
       if (event.choices && event.choices[0]) onText(event.choices[0].delta.content);
       if (event.usage) answer.usage = event.usage;  // transcript.text.done, or chat's last chunk
     });
     showTiming(request, answer, performance.now() - started);
     request.text = answer.text;
     $("downloads").hidden = request.kind !== "transcription";
-    if (!answer.text) $("output").textContent = "(the model returned no text)";
+    if (who && who.empty) $("output").textContent = "(no one speaks in this audio)";
+    else if (!answer.text && !who) $("output").textContent = "(the model returned no text)";
   } catch (err) {
     if (err.name === "AbortError") $("output").textContent = answer.text + " [stopped]";
     else showAlert($("error"), err);
@@ -208,6 +226,7 @@ async function run() {
 
 function resetAnswer(request) {
   showAlert($("error"), null);
+  $("speakers").hidden = true;
   $("output").textContent = "Waiting for the first token…";
   $("output").classList.add("empty");
   $("downloads").hidden = true;
@@ -332,6 +351,7 @@ function init() {
   setUpMicrophone();
   setUpCode();
   setUpLive();
+  setUpKnownSpeakers();
   document.querySelectorAll('input[name="task"]').forEach((radio) => radio.addEventListener("change", onTaskChange));
   $("run").addEventListener("click", run);
   $("stop").addEventListener("click", () => state.running && state.running.abort());

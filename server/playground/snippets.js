@@ -1,5 +1,6 @@
 // The request the page just made, as curl and as OpenAI Python SDK code: the real host, model and fields.
 // A key is never written out: the code reads it from $OPENAI_API_KEY, as the SDK does.
+import {formatOf} from "./audio.js";
 
 function shellQuote(text) {
   return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, "'\\''")}'`;
@@ -9,9 +10,15 @@ export function curlFor(request, origin, keyed) {
   const key = keyed ? ' \\\n  -H "Authorization: Bearer $OPENAI_API_KEY"' : "";
   const url = origin + request.endpoint;
   const file = shellQuote(request.clip.name);
-  if (request.kind === "transcription") {
+  if (request.kind !== "chat") {
     const fields = Object.entries({...request.fields, stream: "true"}).map(([k, v]) => ` \\\n  -F ${shellQuote(`${k}=${v}`)}`);
-    return `curl -sN ${url}${key} \\\n  -F ${shellQuote(`file=@${request.clip.name}`)}${fields.join("")}`;
+    // a reference goes as a data URL read from a file (-F name=<file): too long for an argument, and curl would
+    // read the ";base64" in a value given inline as a part's option
+    const known = (request.known || []).map(({name, file}) => [` \\\n  -F ${shellQuote(`known_speaker_names[]=${name}`)}`,
+      ` \\\n  -F ${shellQuote(`known_speaker_references[]=<${file.name}.dataurl`)}`].join(""));
+    const references = (request.known || []).map(({file}) => `{ printf 'data:audio/${formatOf(file.name, file.type)};` +
+      `base64,'; base64 -w0 ${shellQuote(file.name)}; } > ${shellQuote(`${file.name}.dataurl`)}\n`);
+    return `${references.join("")}curl -sN ${url}${key} \\\n  -F ${shellQuote(`file=@${request.clip.name}`)}${fields.join("")}${known.join("")}`;
   }
   // an unquoted heredoc expands $AUDIO; backslashes, $ and ` of the prompt are escaped for it
   const text = JSON.stringify(request.prompt).replace(/[\\$`]/g, "\\$&");
@@ -36,6 +43,7 @@ export function pythonFor(request, origin, keyed) {
     `client = OpenAI(base_url=${q(origin + "/v1")}, api_key=${keyed ? 'os.environ["OPENAI_API_KEY"]' : '"not-needed"'})`,
     "",
   ];
+  if (request.task === "diarize") return pythonDiarized(request, lines);
   if (request.task === "transcribe") {
     const language = request.fields.language ? `, language=${q(request.fields.language)}` : "";
     return [...lines,
@@ -72,4 +80,26 @@ export function pythonFor(request, origin, keyed) {
     "    if chunk.choices and chunk.choices[0].delta.content:",
     '        print(chunk.choices[0].delta.content, end="", flush=True)',
     "print()"].join("\n");
+}
+
+function pythonDiarized(request, lines) {
+  const q = JSON.stringify;
+  const {model, language} = request.fields;
+  const known = request.known || [];
+  const options = [`model=${q(model)}, file=f, response_format="diarized_json", chunking_strategy="auto", stream=True,`];
+  if (language) options.push(`language=${q(language)},`);
+  if (known.length) {
+    options.push(`known_speaker_names=[${known.map((k) => q(k.name)).join(", ")}],`,
+      `known_speaker_references=[${known.map((k) => `data_url(${q(k.file.name)}, ${q(formatOf(k.file.name, k.file.type))})`).join(", ")}],`);
+  }
+  const helper = known.length ? ["def data_url(path, fmt):",
+    '    return f"data:audio/{fmt};base64," + base64.b64encode(open(path, "rb").read()).decode()', "", ""] : [];
+  return [...(known.length ? ["import base64"] : []), ...lines, ...helper,
+    `with open(${q(request.clip.name)}, "rb") as f:`,
+    "    stream = client.audio.transcriptions.create(",
+    ...options.map((option) => `        ${option}`),
+    "    )",
+    "    for event in stream:",
+    '        if event.type == "transcript.text.segment":',
+    '            print(f"{event.speaker} [{event.start:.1f}-{event.end:.1f}] {event.text}")'].join("\n");
 }

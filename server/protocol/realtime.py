@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from server.protocol import OpenAIRequest
+from server.protocol.audio import Keyword
 
 
 def new_id(prefix: str) -> str:
@@ -33,7 +34,9 @@ class NoiseReduction(OpenAIRequest):
 class Transcription(OpenAIRequest):
     model: str | None = None
     language: str | None = None
+    languages: list[str] | None = Field(None, max_length=20)
     prompt: str | None = None
+    keywords: list[Keyword] | None = Field(None, max_length=100)
 
 
 class ServerVad(OpenAIRequest):

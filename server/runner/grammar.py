@@ -15,6 +15,7 @@ Two sides, two threads:
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,20 +49,28 @@ class GrammarCompiler:
 
     def compile(self, response_format: dict) -> Grammar:
         """{"type": "json_object"} or {"type": "json_schema", "schema": {...}} -> its grammar; ValueError if the
-        library cannot compile it."""
+        library cannot compile it. The server's own {"type": "choice", "choices": [...]} (never a client's): the
+        answer is exactly one of those strings (language detection)."""
         return self._compile(json.dumps(response_format, sort_keys=True))
 
     def _compile_text(self, key: str) -> Grammar:
         response_format = json.loads(key)
-        schema = response_format.get("schema") if response_format["type"] == "json_schema" else {"type": "object"}
-        try:
-            grammar = LLMatcher.grammar_from_json_schema(schema or {}, overrides=_JSON_OPTIONS)
-        except ValueError as exc:
-            raise ValueError(f"the schema is not a JSON object ({exc})") from exc
+        if response_format["type"] == "choice":
+            grammar = LLMatcher.grammar_from_regex("|".join(re.escape(c) for c in response_format["choices"]))
+        else:
+            grammar = _json_grammar(response_format)
         matcher = LLMatcher(self._tokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise ValueError(_one_line(matcher.get_error()))
         return Grammar(matcher, self._tokenizer.vocab_size)
+
+
+def _json_grammar(response_format: dict) -> str:
+    schema = response_format.get("schema") if response_format["type"] == "json_schema" else {"type": "object"}
+    try:
+        return LLMatcher.grammar_from_json_schema(schema or {}, overrides=_JSON_OPTIONS)
+    except ValueError as exc:
+        raise ValueError(f"the schema is not a JSON object ({exc})") from exc
 
 
 def start(compiled: Grammar, output_ids: tuple[int, ...], eos_ids: frozenset[int]) -> LLMatcher:

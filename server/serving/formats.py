@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from server.engine.request import Logprob, Prompt
 from server.protocol.audio import (
+    DetectedLanguage,
+    DiarizedSegment,
+    DiarizedTranscription,
     DurationUsage,
     InputTokenDetails,
     Segment,
@@ -26,8 +29,8 @@ from server.serving.languages import language_name
 
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
-TRANSCRIPTION_MEDIA_TYPES = {"json": JSON, "verbose_json": JSON, "text": "text/plain", "srt": "text/plain",
-                             "vtt": "text/vtt"}
+TRANSCRIPTION_MEDIA_TYPES = {"json": JSON, "verbose_json": JSON, "diarized_json": JSON, "text": "text/plain",
+                             "srt": "text/plain", "vtt": "text/vtt"}
 
 
 @dataclass(frozen=True)
@@ -60,31 +63,58 @@ class TranscribedClip:
 
 
 # ---- transcriptions and translations -----------------------------------------------------------------
-def transcription(request: TranscriptionRequest, task: str, duration: float, clips: list[TranscribedClip]) -> Answer:
+def transcription(request: TranscriptionRequest, task: str, duration: float, clips: list[TranscribedClip],
+                  languages: list[str] | None = None) -> Answer:
+    """`languages`: the codes language detection found ([] none), or None where it did not run."""
     text = join_texts([clip.text for clip in clips])
     media_type = TRANSCRIPTION_MEDIA_TYPES[request.response_format]
     if request.response_format == "text":
         return Answer(text, media_type)
     if request.response_format == "json":
         logprobs = transcription_logprobs(clips) if request.include else None
-        body = Transcription(text=text, usage=transcription_usage(clips), logprobs=logprobs)
+        found = detected(languages) if languages is not None else None
+        body = Transcription(text=text, languages=found, usage=transcription_usage(clips), logprobs=logprobs)
         return Answer(body.model_dump(exclude_none=True))
     segments = [_segment(i, clip, request.temperature) for i, clip in enumerate(clips)]
     if request.response_format == "srt":
         return Answer(to_srt((s.start, s.end, s.text) for s in segments), media_type)
     if request.response_format == "vtt":
         return Answer(to_vtt((s.start, s.end, s.text) for s in segments), media_type)
-    language = "english" if task == "translate" else _spoken_language(request, clips)
+    language = "english" if task == "translate" else _spoken_language(request, clips, languages)
     return Answer(VerboseTranscription(
         task=task, language=language, duration=round(duration, 3), text=text, segments=segments,
         usage=DurationUsage(seconds=round(duration, 3)),
     ).model_dump())
 
 
-def _spoken_language(request: TranscriptionRequest, clips: list[TranscribedClip]) -> str:
-    """The language the request names, else the one the model named (its tag on the first clip that has one)."""
-    named = request.language or next((clip.language for clip in clips if clip.language), "")
+def _spoken_language(request: TranscriptionRequest, clips: list[TranscribedClip], languages: list[str] | None) -> str:
+    """The language the request names, else the one detected, else the one the model named (the base checkpoint's
+    tag on the first clip that has one)."""
+    named = request.language or next(iter(languages or []), "") or next((c.language for c in clips if c.language), "")
     return (language_name(named) or "unknown").lower()
+
+
+def detected(languages: list[str]) -> list[dict]:
+    """Detected language codes as OpenAI lists them (`languages` of a transcription and its done event)."""
+    return [DetectedLanguage(code=code).model_dump() for code in languages]
+
+
+def diarized(duration: float, clips: list[TranscribedClip], speakers: list[str]) -> DiarizedTranscription:
+    """diarized_json: a segment per clip (each one speaker's), `speakers[i]` the speaker of clip i."""
+    return DiarizedTranscription(
+        duration=round(duration, 3), text=join_texts([clip.text for clip in clips]),
+        segments=[diarized_segment(i, clip, speaker) for i, (clip, speaker) in enumerate(zip(clips, speakers))],
+        usage=transcription_usage(clips),
+    )
+
+
+def diarized_segment(index: int, clip: TranscribedClip, speaker: str) -> DiarizedSegment:
+    return DiarizedSegment(id=segment_id(index), start=round(clip.start, 3), end=round(clip.end, 3), text=clip.text,
+                           speaker=speaker)
+
+
+def segment_id(index: int) -> str:
+    return f"seg_{index:03d}"
 
 
 def join_texts(texts: list[str]) -> str:

@@ -4,10 +4,10 @@ as OpenAI answers audio it cannot use, whatever is wrong with it."""
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
@@ -33,6 +33,7 @@ from server.protocol.chat import AudioURLPart, FilePart, InputAudioPart
 from server.protocol.errors import bad_request
 
 MAX_REDIRECTS = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,23 +68,39 @@ class UploadClips:
     def seconds(self) -> float:
         return self._clips.samples / SAMPLE_RATE
 
-    async def __aiter__(self) -> AsyncIterator[Clip]:
-        iterator: Iterator[Clip] = iter(self._clips)
-        lock = threading.Lock()  # a cancelled await leaves its thread running: closing waits for it
+    def __aiter__(self) -> AsyncIterator[Clip]:
+        return in_worker(iter(self._clips), self._param)
 
-        def step() -> Clip | None:
-            with lock:
-                return _mapped(lambda: next(iterator, None), self._param)
 
-        def close() -> None:
-            with lock:
-                iterator.close()  # closes the decoder, also when the caller stopped early
+async def in_worker(iterator: Generator[T, None, None], param: str = "file") -> AsyncIterator[T]:
+    """The items of a blocking generator (decoding, voice-activity detection), each computed in a worker thread, its
+    audio failures as HTTP errors naming `param`."""
+    lock = threading.Lock()  # a cancelled await leaves its thread running: closing waits for it
 
-        try:
-            while (clip := await asyncio.to_thread(step)) is not None:
-                yield clip
-        finally:
-            await asyncio.to_thread(close)
+    def step() -> T | None:
+        with lock:
+            return _mapped(lambda: next(iterator, None), param)
+
+    def close() -> None:
+        with lock:
+            iterator.close()  # closes the decoder, also when the caller stopped early
+
+    try:
+        while (item := await asyncio.to_thread(step)) is not None:
+            yield item
+    finally:
+        await asyncio.to_thread(close)
+
+
+def upload_blocks(upload: BinaryIO, policy: MediaPolicy, param: str = "file") -> Iterator[np.ndarray]:
+    """An upload's samples block by block as they are decoded (run it in a worker thread), its failures as HTTP
+    errors naming `param`."""
+    blocks = audio_blocks(upload, policy.max_seconds)
+    try:
+        while (block := _mapped(lambda: next(blocks, None), param)) is not None:
+            yield block
+    finally:
+        blocks.close()
 
 
 async def part_audio(part: InputAudioPart | AudioURLPart | FilePart, policy: MediaPolicy, param: str) -> np.ndarray:

@@ -25,18 +25,32 @@ def instruction(request: TranscriptionRequest, task: Task, base: bool = False) -
     checkpoint the task prompts of the official evaluation (QwenLM/Qwen2-Audio eval_audio: "Detect the language and
     recognize the speech: <|en|>", "... translate the speech into German: <|en|>"), the spoken language's tag
     given when the request names it and otherwise left for the model to write (`prompt` has no place there)."""
+    spoken = possible_languages(request)  # checked for every checkpoint, used by the Instruct one
     if base:
         return _base_instruction(request, task)
     if task == "transcribe":
         text = TRANSCRIBE_INSTRUCTION
-        if request.language:
-            text += f" The speech is in {_language(request.language, 'language')}."
     else:
         target = _language(request.target_language, "target_language") if request.target_language else "English"
         text = f"Translate the speech in this audio into {target}. Reply with the translation only."
+    if request.language:
+        text += f" The speech is in {_language(request.language, 'language')}."
+    elif spoken:
+        text += f" The speech is in {_one_of(spoken)}."
+    if request.keywords:
+        text += f" Words and phrases that may occur in it: {', '.join(request.keywords)}."
     if request.prompt:
         text += f" Context and spellings to follow: {request.prompt}"
     return text
+
+
+def possible_languages(request: TranscriptionRequest) -> list[str]:
+    """The names of the request's `languages` (each a 400 naming it if unknown), in order, once each."""
+    return list(dict.fromkeys(_language(code, f"languages[{i}]") for i, code in enumerate(request.languages)))
+
+
+def _one_of(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _base_instruction(request: TranscriptionRequest, task: Task) -> str:

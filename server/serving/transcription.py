@@ -29,6 +29,7 @@ from server.serving import formats
 from server.serving.formats import Answer, EventStream, TranscribedClip, sse, sse_error
 from server.serving.framing import FrameStripper
 from server.serving.generation import Completion, Endpoint, engine_failed, prepare, submit, timed_out
+from server.serving.language_detection import Detection, LanguageDetector, wanted
 from server.serving.media import UploadClips
 from server.serving.prompts import Task, answer_language, instruction
 from server.serving.sampling import transcription_params
@@ -65,6 +66,7 @@ class TranscriptionServing(Endpoint):
         # and to keep an hour of audio from sitting in the queue as features.
         self.window = settings.max_batch_size
         self.end_ids = frozenset(info.eos_token_ids)
+        self.languages = LanguageDetector(engine, metrics, self.timeout_s)
 
     async def tokens_per_clip(self) -> int:
         """KV-cache tokens one 30 s transcription takes at most: its real prompt (audio, chat template and
@@ -77,24 +79,33 @@ class TranscriptionServing(Endpoint):
 
     async def create(self, request: TranscriptionRequest, audio: BinaryIO, task: Task) -> Answer | EventStream:
         upload = UploadClips(audio, self.media, self.detector, vad_options(request.chunking_strategy))
-        submitted = self._submitted(request, task, upload)
+        clips: AsyncIterable[Clip] = upload
+        detection: Detection | None = None  # the spoken language, asked of the model beside the first clip
+        if wanted(request, task, base=self.info.prompt_format == "base"):
+            clips, detection = self.languages.beside(upload, request)
+        submitted = self._submitted(request, task, clips)
         try:
             first = await anext(submitted, None)  # bad audio fails here, while a status code can still say so
         except BaseException:
             await submitted.aclose()
+            if detection:
+                detection.cancel()
             raise
         transcribed = self._transcribed(first, submitted, lambda: FrameStripper(answer_language(request, task),
                                                                                request.prompt))
         if request.streamed:
-            return EventStream(self._events(transcribed, upload, task))
-        clips: list[TranscribedClip] = []
+            return EventStream(self._events(transcribed, upload, task, detection))
         try:
             async with asyncio.timeout(self.timeout_s or None), aclosing(transcribed):
-                clips = [item async for item in transcribed if isinstance(item, TranscribedClip)]
+                done = [item async for item in transcribed if isinstance(item, TranscribedClip)]
+                languages = await detection.languages() if detection else None
         except TimeoutError as exc:
             raise timed_out(self.timeout_s) from exc
+        finally:
+            if detection:
+                detection.cancel()
         self.metrics.audio_seconds.labels(task).inc(upload.seconds)
-        return formats.transcription(request, task, upload.seconds, clips)
+        return formats.transcription(request, task, upload.seconds, done, languages)
 
     async def transcribe_clips(self, request: TranscriptionRequest,
                                clips: AsyncIterable[Clip]) -> AsyncIterator[str | TranscribedClip]:
@@ -128,9 +139,10 @@ class TranscriptionServing(Endpoint):
         finally:
             await submitted.aclose()
 
-    async def _events(self, transcribed: AsyncIterator[str | TranscribedClip], upload: UploadClips,
-                      task: Task) -> AsyncIterator[str]:
-        """transcript.text.delta events as the text comes, then transcript.text.done with usage, then [DONE]."""
+    async def _events(self, transcribed: AsyncIterator[str | TranscribedClip], upload: UploadClips, task: Task,
+                      detection: Detection | None) -> AsyncIterator[str]:
+        """transcript.text.delta events as the text comes, then transcript.text.done with usage (and the detected
+        languages when `languages` asked for them), then [DONE]."""
         clips: list[TranscribedClip] = []
         text = ""
         try:
@@ -140,16 +152,21 @@ class TranscriptionServing(Endpoint):
                         clips.append(item)
                     else:
                         text += item
-                        yield sse(TranscriptTextDelta(delta=item).model_dump())
+                        yield sse(TranscriptTextDelta(delta=item).model_dump(exclude_none=True))
+                languages = await detection.languages() if detection else None
         except TimeoutError:
             yield sse_error(timed_out(self.timeout_s))
             return
         except Exception as exc:  # headers are sent: the error travels as an event the SDK raises
             yield sse_error(exc)
             return
+        finally:
+            if detection:
+                detection.cancel()
         self.metrics.audio_seconds.labels(task).inc(upload.seconds)
-        usage = formats.transcription_usage(clips)
-        yield sse(TranscriptTextDone(text=text, usage=usage).model_dump())
+        found = formats.detected(languages) if languages is not None else None
+        done = TranscriptTextDone(text=text, usage=formats.transcription_usage(clips), languages=found)
+        yield sse(done.model_dump(exclude_none=True))
         yield sse("[DONE]")
 
     async def _submitted(self, request: TranscriptionRequest, task: Task,

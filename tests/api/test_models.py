@@ -16,7 +16,7 @@ from tests.support.realtime_client import listening
 
 async def test_retrieve_each_listed_model(client):
     listed = (await client.models.list()).data
-    assert [m.id for m in listed] == [MODEL, "whisper-1"]
+    assert [m.id for m in listed] == [MODEL, "whisper-1", "gpt-4o-transcribe-diarize"]
     for card in listed:
         fetched = await client.models.retrieve(card.id)
         assert fetched.model_dump() == card.model_dump()

@@ -4,11 +4,13 @@ audio after all), none gets a 5xx, and the server serves a normal request right 
 import base64
 import json
 
+import numpy as np
 import pytest
 
 from tests.support.app import MODEL
-from tests.support.audio_samples import wav
+from tests.support.audio_samples import encode, tone, wav
 from tests.support.hostile_inputs import AUDIO_EDGES, BAD, TOO_LARGE, UNDECODABLE, assert_openai_error, upload_cases
+from tests.support.speech import requires_espeak, speak
 
 UPLOADS = upload_cases()
 
@@ -121,7 +123,7 @@ async def test_hostile_bodies(http, name, path, body, content_type, allowed):
 
 
 def test_the_corpus_is_big_enough():
-    assert len(UPLOADS) + len(CHAT_CASES) + len(RAW_CASES) >= 60
+    assert len(UPLOADS) + len(CHAT_CASES) + len(RAW_CASES) + len(DIARIZED_CASES) >= 80
 
 
 async def test_a_normal_request_right_after(client):
@@ -131,3 +133,83 @@ async def test_a_normal_request_right_after(client):
     assert reply.choices[0].message.content is not None
 
 
+
+
+def _reference(samples) -> str:
+    return f"data:audio/wav;base64,{base64.b64encode(encode(samples[None], 'wav')).decode()}"
+
+
+def _diarized(**fields) -> dict:
+    """A diarized_json form: fields as the SDK sends them (a list is `name[]` repeated; None leaves a field out)."""
+    form = {"model": MODEL, "response_format": "diarized_json", "chunking_strategy": "auto"}
+    for name, value in fields.items():
+        form.pop(name, None)
+        if value is not None:
+            form[f"{name}[]" if isinstance(value, list) else name] = value
+    return form
+
+
+SILENT = _reference(np.zeros(3 * 16_000, np.float32))
+# (name, form, param the 400 must name); a reference that is fine in itself but says nothing is refused as it is read
+DIARIZED_CASES = [
+    ("no-chunking-strategy", _diarized(chunking_strategy=None), "chunking_strategy"),
+    ("chunking-strategy-unknown", _diarized(chunking_strategy="sometimes"), "chunking_strategy"),
+    ("server-vad-threshold-2", _diarized(chunking_strategy=None) | {"chunking_strategy[type]": "server_vad",
+                                                                     "chunking_strategy[threshold]": "2"},
+     "chunking_strategy.threshold"),
+    ("stream-maybe", _diarized(stream="maybe"), "stream"),
+    ("names-without-references", _diarized(known_speaker_names=["ann"]), "known_speaker_references"),
+    ("references-without-names", _diarized(known_speaker_references=[SILENT]), "known_speaker_names"),
+    ("five-known-speakers", _diarized(known_speaker_names=list("abcde"), known_speaker_references=[SILENT] * 5),
+     "known_speaker_names[4]"),
+    ("empty-name", _diarized(known_speaker_names=[" "], known_speaker_references=[SILENT]), "known_speaker_names[0]"),
+    ("same-name-twice", _diarized(known_speaker_names=["ann", "ann"], known_speaker_references=[SILENT] * 2),
+     "known_speaker_names[1]"),
+    ("reference-1-s", _diarized(known_speaker_names=["ann"], known_speaker_references=[
+        _reference(tone(1.0)[0])]), "known_speaker_references[0]"),
+    ("reference-12-s", _diarized(known_speaker_names=["ann"], known_speaker_references=[
+        _reference(tone(12.0)[0])]), "known_speaker_references[0]"),
+    ("reference-an-hour", _diarized(known_speaker_names=["ann"], known_speaker_references=[
+        f"data:audio/flac;base64,{base64.b64encode(encode(np.zeros((1, 16_000 * 3600), np.float32), 'flac')).decode()}"]),
+     "known_speaker_references[0]"),
+    ("reference-silent", _diarized(known_speaker_names=["ann"], known_speaker_references=[SILENT]),
+     "known_speaker_references[0]"),
+    ("reference-not-audio", _diarized(known_speaker_names=["ann"], known_speaker_references=[
+        "data:audio/wav;base64," + base64.b64encode(b"not audio at all" * 64).decode()]), "known_speaker_references[0]"),
+    ("reference-not-a-data-url", _diarized(known_speaker_names=["ann"], known_speaker_references=["https://x/a.wav"]),
+     "known_speaker_references[0]"),
+    ("reference-bad-base64", _diarized(known_speaker_names=["ann"], known_speaker_references=[
+        "data:audio/wav;base64,@@@"]), "known_speaker_references[0]"),
+    ("reference-empty", _diarized(known_speaker_names=["ann"], known_speaker_references=["data:audio/wav;base64,"]),
+     "known_speaker_references[0]"),
+    ("keyword-too-long", _diarized(keywords=["x" * 101]), "keywords[0]"),
+    ("language-unknown", _diarized(languages=["en", "klingon"]), "languages[1]"),
+    ("language-named-unknown", _diarized(language="xx"), "language"),
+]
+
+
+@pytest.mark.parametrize(("name", "form", "param"), DIARIZED_CASES, ids=[c[0] for c in DIARIZED_CASES])
+async def test_a_malformed_diarized_request_is_a_400_naming_its_field(http, name, form, param):
+    response = await http.post("/v1/audio/transcriptions", data=form, files={"file": ("a.wav", wav(3.0))})
+    assert response.status_code == 400, (name, response.status_code, response.text[:300])
+    assert_openai_error(response)
+    assert response.json()["error"]["param"] == param, response.json()
+
+
+@requires_espeak
+async def test_a_bad_second_reference_is_named_by_its_index(http):
+    speech = _reference(speak("The committee wants to discuss the budget for next year before the end of the week."))
+    form = _diarized(known_speaker_names=["ann", "bob"], known_speaker_references=[speech, SILENT])
+    response = await http.post("/v1/audio/transcriptions", data=form, files={"file": ("a.wav", wav(3.0))})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "known_speaker_references[1]"
+    assert "no speech" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("name", "data", "ext", "allowed"), UPLOADS[::3], ids=[c[0] for c in UPLOADS[::3]])
+async def test_hostile_uploads_diarized(http, name, data, ext, allowed):
+    """A share of the upload corpus again, diarized: the same answers (silence and tones are zero segments)."""
+    response = await http.post("/v1/audio/transcriptions", data=_diarized(max_tokens="2"),
+                               files={"file": (f"clip.{ext}", data)})
+    assert response.status_code in allowed, (name, response.status_code, response.text[:300])
+    if response.status_code != 200:
+        assert_openai_error(response)

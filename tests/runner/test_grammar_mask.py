@@ -98,3 +98,12 @@ def test_masked_logprobs_stay_finite(compiler):
 def test_a_schema_the_library_cannot_compile_says_why(compiler):
     with pytest.raises(ValueError, match="look-around"):
         compiler.compile({"type": "json_schema", "schema": {"type": "string", "pattern": "(?!a)b"}})
+
+
+def test_a_choice_grammar_draws_exactly_one_of_its_strings(compiler, tokenizer):
+    """The server's own {"type": "choice"} (language detection): whatever the logits, one whole choice, then the end."""
+    choices = ["English", "Haitian Creole", "Norwegian Nynorsk", "Chinese"]
+    grammar = compiler.compile({"type": "choice", "choices": choices})
+    for seed in range(6):
+        [tokens] = _run(_sampler([SamplingParams(16, temperature=1.5, grammar=grammar)]), 16, seed=seed)
+        assert _text(tokenizer, tokens[: tokens.index(next(t for t in tokens if t in EOS)) + 1]) in choices

@@ -7,7 +7,7 @@
 - clustering.py: centroids, merging alike clusters (the number of speakers), matching known speakers
 - refine.py: a change of speaker with no pause placed to ~0.1 s
 - references.py: known speakers' names and reference clips checked (errors name the field and index)
-- turns.py: the labelled turns, and turns joined into clips for transcription
+- turns.py: the labelled turns, turns joined into clips for transcription and cut from decoded audio
 - diarize.py: the Diarizer that runs it all
 """
 
@@ -19,7 +19,7 @@ from server.audio.diarization.references import (
     KnownSpeakerError,
     check_known_speakers,
 )
-from server.audio.diarization.turns import SpeakerTurn, merge_turns
+from server.audio.diarization.turns import SpeakerTurn, merge_turns, turn_clips
 
 __all__ = ["MAX_KNOWN_SPEAKERS", "Audio", "DiarizationOptions", "Diarizer", "KnownSpeaker", "KnownSpeakerError",
-           "SpeakerEncoder", "SpeakerTurn", "check_known_speakers", "merge_turns"]
+           "SpeakerEncoder", "SpeakerTurn", "check_known_speakers", "merge_turns", "turn_clips"]

@@ -17,7 +17,7 @@ one onnxruntime thread of its own, which releases the GIL.
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -70,15 +70,18 @@ class Diarizer:
         embeddings = np.concatenate([r.embeddings for r in regions])
         return KnownSpeaker(name, centroids(embeddings, np.zeros(len(embeddings), np.int64), 1)[0])
 
-    def diarize(self, audio: Audio, known: Sequence[KnownSpeaker] = ()) -> list[SpeakerTurn]:
-        """The speaker turns of the audio, in order; none where no one speaks."""
-        return self.turns(self.regions(audio), known)
+    def diarize(self, audio: Audio, known: Sequence[KnownSpeaker] = (), threshold: float | None = None
+                ) -> list[SpeakerTurn]:
+        """The speaker turns of the audio, in order; none where no one speaks. `threshold`: the speech probability
+        that starts speech, if not the options' (OpenAI's server_vad threshold)."""
+        return self.turns(self.regions(audio, threshold), known)
 
-    def regions(self, audio: Audio) -> list[Region]:
+    def regions(self, audio: Audio, threshold: float | None = None) -> list[Region]:
         """The costly half: the speech regions and their windows' embeddings. `audio` is the samples, or blocks of
         them as they are decoded: only the mel frames of speech are kept (16 kB a second), not the samples."""
         regions, buffer = [], SampleBlocks()
-        spans, vad = SpeechSpans(self.options.vad), self.detector.stream()
+        vad_options = self.options.vad if threshold is None else replace(self.options.vad, threshold=threshold)
+        spans, vad = SpeechSpans(vad_options), self.detector.stream()
         for block in [audio] if isinstance(audio, np.ndarray) else audio:
             buffer.append(block)
             regions += [speech_region(s.start, buffer.slice(s.start, s.end)) for s in spans.feed(*vad.feed(block))]
@@ -95,7 +98,9 @@ class Diarizer:
         centres = self._speakers(regions, windows)
         for _ in range(2):
             speakers = relabel(regions, centres, self.options.switch)
-            centres = self._large(windows, speakers, centres.shape[0])
+            # relabelled, two clusters may now be alike enough to be one speaker (a voice split at first)
+            speakers = merge_similar(windows, speakers, self.options.merge)
+            centres = self._large(windows, speakers, int(speakers.max()) + 1)
             speakers = relabel(regions, centres, self.options.switch)  # the windows of any dropped speaker
         matched = match_known(centres, references, self.options.match)
         names = {speaker: known[m].name for speaker, m in enumerate(matched) if m is not None}

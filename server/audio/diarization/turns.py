@@ -1,10 +1,13 @@
-"""Speaker turns: stretches of the audio with one speaker, labelled, and grouped into clips for transcription."""
+"""Speaker turns: stretches of the audio with one speaker, labelled, grouped and cut into clips for transcription."""
 
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from string import ascii_uppercase
 
 import numpy as np
 
+from server.audio.chunking import Clip, SampleBlocks, Span
 from server.audio.clip import MAX_CLIP_SAMPLES, SAMPLE_RATE
 from server.audio.diarization.windows import Region
 
@@ -42,14 +45,34 @@ def _letters(index: int) -> str:
     return _letters(index // 26 - 1) + ascii_uppercase[index % 26] if index >= 26 else ascii_uppercase[index]
 
 
-def merge_turns(turns: list[SpeakerTurn], max_samples: int = MAX_CLIP_SAMPLES) -> list[SpeakerTurn]:
-    """Consecutive turns of one speaker joined (the pause between them included) while the whole fits `max_samples`:
-    the clips `chunking_strategy` auto transcribes, each one speaker's; server_vad keeps the turns as they are."""
+def merge_turns(turns: list[SpeakerTurn], max_samples: int = MAX_CLIP_SAMPLES,
+                max_pause: int | None = None) -> list[SpeakerTurn]:
+    """Consecutive turns of one speaker joined (the pause between them included) while the whole fits `max_samples`
+    and, with `max_pause`, the pause is shorter than that: the clips of a diarized transcription, each one
+    speaker's (`chunking_strategy` auto: no pause limit; server_vad: its silence_duration_ms)."""
     merged: list[SpeakerTurn] = []
     for turn in turns:
         last = merged[-1] if merged else None
-        if last is not None and last.speaker == turn.speaker and turn.end - last.start <= max_samples:
+        if (last is not None and last.speaker == turn.speaker and turn.end - last.start <= max_samples
+                and (max_pause is None or turn.start - last.end < max_pause)):
             merged[-1] = SpeakerTurn(last.start, turn.end, turn.speaker)
         else:
             merged.append(turn)
     return merged
+
+
+def turn_clips(blocks: Iterable[np.ndarray], turns: list[SpeakerTurn]) -> Iterator[Clip]:
+    """The audio of each turn (ordered, not overlapping), cut from the decoded blocks as they come: memory stays
+    that of the longest turn."""
+    buffer, pending = SampleBlocks(), deque(turns)
+    for block in blocks:
+        buffer.append(block)
+        while pending and pending[0].end <= buffer.end:
+            yield _clip(pending.popleft(), buffer)
+        buffer.drop_before(pending[0].start if pending else buffer.end)
+    yield from (_clip(turn, buffer) for turn in pending if turn.start < buffer.end)  # audio shorter than said
+
+
+def _clip(turn: SpeakerTurn, buffer: SampleBlocks) -> Clip:
+    end = min(turn.end, buffer.end)
+    return Clip(Span(turn.start, end, 1.0), buffer.slice(turn.start, end))

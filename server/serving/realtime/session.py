@@ -26,6 +26,7 @@ from server.protocol.realtime import (
     CommitAudio,
     Session,
     SessionUpdate,
+    Transcription,
     event,
     merged_session,
     new_id,
@@ -159,9 +160,12 @@ class RealtimeSession:
             raise ClientError("this server answers in text only (Qwen2-Audio does not speak): set output_modalities "
                               "to [\"text\"]", "unsupported_modality", "session.output_modalities")
         transcription = config.audio.input.transcription
-        if transcription is not None and transcription.language and language_name(transcription.language) is None:
-            raise ClientError(f"unknown language {transcription.language!r}; use an ISO-639-1 code such as 'en'",
-                              "invalid_value", "session.audio.input.transcription.language")
+        codes = {"language": transcription.language} if transcription and transcription.language else {}
+        codes |= {f"languages[{i}]": code for i, code in enumerate(transcription.languages or [])} if transcription else {}
+        for field, code in codes.items():
+            if language_name(code) is None:
+                raise ClientError(f"unknown language {code!r}; use an ISO-639-1 code such as 'en'", "invalid_value",
+                                  f"session.audio.input.transcription.{field}")
 
     def _new_voice_chat(self) -> VoiceChat:
         return VoiceChat(self.emit, self.services.detector, self.services.chat, self.id)
@@ -251,9 +255,16 @@ class RealtimeSession:
         if self.voice_chat is not None:
             self.voice_chat.add_user_audio(item_id, previous, samples, by_vad, self.config)
         if self.voice_chat is None or transcription is not None:  # a transcription session transcribes anyway
-            request = TranscriptionRequest(model=self.config.model or "-",
-                                           language=transcription.language if transcription else None,
-                                           prompt=transcription.prompt if transcription else None)
+            request = TranscriptionRequest(model=self.config.model or "-", **_hints(transcription))
             logprobs = "item.input_audio_transcription.logprobs" in (self.config.include or [])
             on_done = self.voice_chat.transcribed if self.voice_chat is not None else None
             self.transcriber.start(item_id, samples, request, logprobs, ended_at, on_done)
+
+
+def _hints(transcription: Transcription | None) -> dict:
+    """What a session's transcription settings tell the model: the language, or the possible ones, and words and
+    phrases to expect (hints in the instruction, as for /v1/audio/transcriptions)."""
+    if transcription is None:
+        return {}
+    return {"language": transcription.language, "languages": transcription.languages or [],
+            "prompt": transcription.prompt, "keywords": transcription.keywords or []}

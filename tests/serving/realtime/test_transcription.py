@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from openai import AsyncOpenAI
+from transformers import AutoTokenizer
 
 from server.app import create_app
 from server.config import Settings
@@ -153,3 +154,26 @@ async def test_speech_that_runs_on_past_30_s_is_cut_into_turns_the_encoder_takes
     assert len(starts) == len(stops) == 2
     assert stops[0] - starts[0] <= 30_000 and stops[0] == starts[1]  # cut, nothing lost at the cut
     assert stops[1] > (0.5 + talk.shape[0] / 16_000) * 1000
+
+
+async def test_keywords_and_languages_of_the_session_are_hints_to_the_model(loaded, tiny_model_dir):
+    """OpenAI's realtime transcription settings carry `keywords` and `languages` too: each turn's instruction holds
+    them, as /v1/audio/transcriptions puts them; an unknown language is refused naming its index."""
+    model = scripted(loaded, tiny_model_dir, lambda prompt, n: "Short one.")
+    app = create_app(Settings(model=tiny_model_dir, served_model_name=MODEL), model)
+    pcm = pcm24k(np.concatenate([silence(0.3), speak("Yes."), silence(0.3)]))
+    async with app.router.lifespan_context(app), listening(app) as base:
+        async with sdk(base).realtime.connect(model=MODEL, extra_query={"intent": "transcription"}) as connection:
+            events = await transcription_session(connection, turn_detection=None, transcription={
+                "keywords": ["Qwen2-Audio"], "languages": ["sv", "no"]})
+            assert events[-1]["session"]["audio"]["input"]["transcription"]["languages"] == ["sv", "no"]
+            for piece in chunks(pcm):
+                await connection.input_audio_buffer.append(audio=piece)
+            await connection.input_audio_buffer.commit()
+            await until(connection, "conversation.item.done", events)
+            await connection.session.update(session={"type": "transcription", "audio": {"input": {
+                "transcription": {"languages": ["sv", "xx"]}}}})
+            refused = checked(await asyncio.wait_for(connection.recv_bytes(), 60))
+    text = AutoTokenizer.from_pretrained(tiny_model_dir).decode(model.runner.prompts[-1].token_ids)
+    assert "The speech is in Swedish or Norwegian. Words and phrases that may occur in it: Qwen2-Audio." in text
+    assert refused["type"] == "error" and refused["error"]["param"] == "session.audio.input.transcription.languages[1]"
