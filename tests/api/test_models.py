@@ -13,6 +13,8 @@ from server.runner.loader import LoadConfig, load_model
 from tests.support.app import MODEL
 from tests.support.realtime_client import listening
 
+ALIASES = Settings.model_fields["model_alias"].default  # whisper-1, gpt-4o-transcribe-diarize
+
 
 async def test_retrieve_each_listed_model(client):
     listed = (await client.models.list()).data
@@ -57,6 +59,6 @@ async def test_no_answer_shows_the_model_folder(tiny_model_dir):
             created = json.loads(await ws.recv())
             await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime", "model": folder}}))
             updated = json.loads(await ws.recv())
-    assert [card.id for card in listed] == [name, "whisper-1"] and listed[0].model_extra["root"] == name
+    assert [card.id for card in listed] == [name, *ALIASES] and listed[0].model_extra["root"] == name
     assert created["session"]["model"] == updated["session"]["model"] == name == chat.model == by_path.model
     assert folder not in json.dumps(answers + [created, updated]) and response.model == name
