@@ -46,8 +46,10 @@ class LanguageDetector:
     def __init__(self, engine: Engine, metrics: Metrics, timeout_s: float) -> None:
         self.engine, self.metrics, self.timeout_s = engine, metrics, timeout_s
 
-    async def detect(self, samples: np.ndarray, request: TranscriptionRequest) -> str | None:
-        """The ISO-639-1 code of the language spoken in `samples`; None if the model could not be asked."""
+    async def detect(self, samples: np.ndarray, request: TranscriptionRequest,
+                     queued: asyncio.Event | None = None) -> str | None:
+        """The ISO-639-1 code of the language spoken in `samples`; None if the model could not be asked. `queued` is
+        set once the question is in the engine's queue."""
         names = possible_languages(request) or list(LANGUAGES.values())
         if len(names) == 1:
             return language_code(names[0])
@@ -55,6 +57,8 @@ class LanguageDetector:
             grammar = await self.engine.compile_grammar({"type": "choice", "choices": names})
             prompt = await prepare(self.engine, audio_question(QUESTION), [samples[: int(DETECT_SECONDS * SAMPLE_RATE)]])
             stream = submit(self.engine, self.metrics, prompt, SamplingParams(MAX_ANSWER_TOKENS, temperature=0.0, grammar=grammar))
+            if queued:
+                queued.set()
             answer = await collect(stream, self.timeout_s)
         except APIError as exc:  # a full queue, a failed step: the transcript is still worth sending
             logger.warning("language detection failed (%s); the language is reported as unknown", exc.message)
@@ -62,14 +66,20 @@ class LanguageDetector:
         return language_code(answer.text.strip())
 
     def beside(self, clips: AsyncIterable[Clip], request: TranscriptionRequest) -> tuple[AsyncIterator[Clip], "Detection"]:
-        """`clips` unchanged, and the detection that starts with the first of them."""
+        """`clips` unchanged, and the detection that starts with the first of them. The question goes into the
+        engine's queue ahead of the first clip, so it runs in the first batch: behind the clips of a long upload it
+        would wait for most of them, and its own prefill and steps would come late and alone."""
         detection = Detection()
 
         async def tapped() -> AsyncIterator[Clip]:
             async with aclosing(aiter(clips)) as inner:
                 async for clip in inner:
                     if detection.task is None:
-                        detection.task = asyncio.create_task(self.detect(clip.samples, request))
+                        queued = asyncio.Event()
+                        detection.task = asyncio.create_task(self.detect(clip.samples, request, queued))
+                        waiting = asyncio.ensure_future(queued.wait())  # or the detection's end (no question, an error)
+                        await asyncio.wait({waiting, detection.task}, return_when=asyncio.FIRST_COMPLETED)
+                        waiting.cancel()
                     yield clip
 
         return tapped(), detection
