@@ -102,12 +102,11 @@ def event_stream(*events: type[BaseModel], done: bool = False) -> dict[str, Any]
 
 
 _TEXT = {"type": "string"}
-_TRANSLATED = (Transcription | VerboseTranscription, {  # the format's media type: formats.TRANSCRIPTION_MEDIA_TYPES
-    "text/plain": _TEXT, "text/vtt": _TEXT,
-    "text/event-stream": event_stream(TranscriptTextDelta, TranscriptTextDone, done=True)})
+_SUBTITLES = {"text/plain": _TEXT, "text/vtt": _TEXT}  # the formats' media types: formats.TRANSCRIPTION_MEDIA_TYPES
+_TRANSLATED = (Transcription | VerboseTranscription, {
+    **_SUBTITLES, "text/event-stream": event_stream(TranscriptTextDelta, TranscriptTextDone, done=True)})
 _TRANSCRIBED = (Transcription | VerboseTranscription | DiarizedTranscription, {  # diarized_json: transcriptions only
-    "text/plain": _TEXT, "text/vtt": _TEXT,
-    "text/event-stream": event_stream(TranscriptTextDelta, DiarizedSegment, TranscriptTextDone, done=True)})
+    **_SUBTITLES, "text/event-stream": event_stream(TranscriptTextDelta, DiarizedSegment, TranscriptTextDone, done=True)})
 # what each operation answers with 200 that its route's return type does not say: a JSON model (or None) and the
 # schemas of its other media types
 _SUCCESS: dict[str, tuple[Any, dict[str, dict[str, Any]]]] = {
